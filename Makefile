@@ -1,0 +1,38 @@
+# Every target sets up its own virtualenv first; only python3 is needed on the machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+BUF    := npx --yes @bufbuild/buf@1.75.0
+
+.PHONY: run test lint proto proto-check descriptor migrate bench image
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]' && touch $@
+
+run: $(STAMP)            ## the service on 127.0.0.1:50051 (embedded PostgreSQL unless DATABASE_URL is set)
+	$(VENV)/bin/participation-grpc dev
+
+test: $(STAMP)           ## every test, against real PostgreSQL and Redis
+	$(PY) -m pytest
+
+lint: $(STAMP) descriptor
+	$(PY) -m ruff check . && $(PY) -m mypy participation_grpc
+	$(BUF) lint build/participation.binpb --config buf.yaml --path participation/v1/participation.proto
+
+proto: $(STAMP)          ## regenerate participation_grpc/v1 and build/participation.binpb from the proto
+	$(PY) scripts/protogen.py
+
+proto-check: $(STAMP)    ## fail when the committed generated code differs from the proto
+	$(PY) scripts/protogen.py --check
+
+descriptor: proto        ## build/participation.binpb (with imports) for a REST gateway
+
+migrate: $(STAMP)
+	$(VENV)/bin/participation-grpc migrate
+
+bench: $(STAMP)
+	$(PY) bench/limiter.py
+
+image:
+	docker build -t participation-grpc .

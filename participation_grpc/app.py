@@ -1,0 +1,65 @@
+"""Composition root: the one place that knows every part and wires them into a server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from participation_grpc.auth import TokenVerifier
+from participation_grpc.db import Database
+from participation_grpc.health import SERVICE_NAME, DatabaseHealth
+from participation_grpc.interceptors import AuthInterceptor, DrainInterceptor, ErrorInterceptor
+from participation_grpc.paging import PageTokens
+from participation_grpc.servicer import ParticipationServicer
+from participation_grpc.settings import Settings
+from participation_grpc.v1 import participation_pb2, participation_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """The gRPC server with its health, reflection and graceful shutdown."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.draining = False
+        self.health = DatabaseHealth(db)
+        self._watch: asyncio.Task[None] | None = None
+        self.server = grpc.aio.server(interceptors=[
+            ErrorInterceptor(),
+            DrainInterceptor(lambda: self.draining),
+            AuthInterceptor(TokenVerifier(settings)),
+        ])
+        participation_pb2_grpc.add_ParticipationServiceServicer_to_server(
+            ParticipationServicer(db, PageTokens(_page_token_key(settings))), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection((
+            participation_pb2.DESCRIPTOR.services_by_name["ParticipationService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ), self.server)
+        self.port = self.server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await self.health.refresh()
+        self._watch = asyncio.create_task(self.health.watch_database())
+        log.info("serving %s on %s:%d", SERVICE_NAME, self.settings.grpc_host, self.port)
+
+    async def stop(self) -> None:
+        """Health turns NOT_SERVING, new calls get SHUTTING_DOWN, in-flight calls get the grace
+        period to finish."""
+        self.draining = True
+        await self.health.enter_graceful_shutdown()
+        if self._watch is not None:
+            self._watch.cancel()
+        await self.server.stop(self.settings.shutdown_grace_seconds)
+
+
+def _page_token_key(settings: Settings) -> bytes:
+    """Every replica derives the same key from the configured token key material."""
+    return (settings.jwt_public_key or settings.jwt_secret_key).encode()

@@ -1,0 +1,76 @@
+"""The `participation-grpc` command: serve | migrate | token | dev."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import uuid
+
+from participation_grpc.settings import ConfigError, Settings
+
+log = logging.getLogger("participation_grpc")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="participation-grpc", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the gRPC service (configured by the environment)")
+    commands.add_parser("migrate", help="apply the schema and procedures to DATABASE_URL")
+    token = commands.add_parser("token", help="mint a development access token (HS256)")
+    token.add_argument("user_id", type=uuid.UUID, help="the user the token acts for")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    commands.add_parser("dev", help="migrate, load demo data and serve on 127.0.0.1 "
+                                    "(embedded PostgreSQL when DATABASE_URL is unset)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_environ()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "token":
+        from participation_grpc.auth import mint_token
+
+        print(mint_token(settings, args.user_id, args.ttl))
+        return 0
+    if args.command == "dev":
+        from participation_grpc.devserver import run_dev
+
+        return asyncio.run(run_dev(settings))
+    if not settings.database_url:
+        print("configuration error: DATABASE_URL is required", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        from participation_grpc.migrate import migrate
+
+        applied = asyncio.run(migrate(settings.database_url))
+        print("applied: " + (", ".join(applied) or "nothing (up to date)"))
+        return 0
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and exit 0."""
+    from participation_grpc.app import App
+    from participation_grpc.db import Database
+
+    if not settings.redis_url and settings.is_production and settings.rate_limit_enabled:
+        log.warning("REDIS_URL is unset: rate limits are enforced per replica, not shared")
+    assert settings.database_url is not None
+    db = await Database.connect(settings.database_url, settings.db_pool_min_size,
+                                settings.db_pool_max_size)
+    app = App(settings, db)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls")
+    await app.stop()
+    await db.close()
+    return 0

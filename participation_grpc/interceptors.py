@@ -1,0 +1,84 @@
+"""Glue between gRPC and the policies in errors and auth; no policy of its own."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from participation_grpc import errors
+from participation_grpc.auth import TokenVerifier, current_caller
+
+SERVICE_PREFIX = "/participation.v1.ParticipationService/"
+Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Runs `around` around every unary call of ParticipationService (not health, reflection)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method  # type: ignore[attr-defined]
+        if handler is None or handler.unary_unary is None or not method.startswith(SERVICE_PREFIX):
+            return handler
+        inner = handler.unary_unary
+        name = method.removeprefix(SERVICE_PREFIX)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await self.around(inner, request, context, name)
+
+        return handler._replace(unary_unary=call)
+
+    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+                     method: str) -> Any:
+        raise NotImplementedError
+
+
+class ErrorInterceptor(UnaryInterceptor):
+    """Outermost: every exception becomes a status with ErrorInfo (errors.classify decides)."""
+
+    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+                     method: str) -> Any:
+        try:
+            return await inner(request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            status = errors.to_status(errors.classify(exc, method))
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+class DrainInterceptor(UnaryInterceptor):
+    """While shutting down, new calls are refused with UNAVAILABLE SHUTTING_DOWN."""
+
+    def __init__(self, draining: Callable[[], bool]) -> None:
+        self._draining = draining
+
+    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+                     method: str) -> Any:
+        if self._draining():
+            raise errors.shutting_down()
+        return await inner(request, context)
+
+
+class AuthInterceptor(UnaryInterceptor):
+    """Verifies the bearer token and makes its Caller current for the call."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+                     method: str) -> Any:
+        authorization = next((v for k, v in context.invocation_metadata() or ()
+                              if k == "authorization"), None)
+        token = current_caller.set(self._verifier.verify(authorization))
+        try:
+            return await inner(request, context)
+        finally:
+            current_caller.reset(token)

@@ -1,0 +1,220 @@
+-- Joining, leaving, cancelling and the participation lists (contract 4.1-4.3, 4.6).
+
+CREATE OR REPLACE FUNCTION activity.sp_join_activity(p_activity_id uuid, p_user_id uuid)
+RETURNS TABLE (activity_id uuid, user_id uuid, participation_status text, role text,
+               waitlist_position integer, joined_at timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities;
+    r record;
+BEGIN
+    -- Every join of this activity queues here: capacity and positions are decided one at a time.
+    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = p_activity_id
+    FOR NO KEY UPDATE;
+    PERFORM activity.pa_check_join(a, p_activity_id, p_user_id, true);
+    r := activity.pa_admit(a, p_user_id);
+    RETURN QUERY SELECT p_activity_id, p_user_id, r.participation_status, r.role,
+                        r.waitlist_position, r.joined_at;
+END $$;
+
+-- Leave and cancel share their opening: the activity (visible, or the caller still holds a
+-- place in it, so that a participant can always get out), not the organizer, not started.
+CREATE OR REPLACE FUNCTION activity.pa_lock_for_withdrawal(p_activity_id uuid, p_user uuid)
+RETURNS activity.activities LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities;
+    ids jsonb := jsonb_build_object('activity_id', p_activity_id);
+BEGIN
+    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = p_activity_id
+    FOR NO KEY UPDATE;
+    IF NOT activity.pa_can_see(a, p_user)
+       AND NOT EXISTS (SELECT 1 FROM activity.participants p
+                       WHERE p.activity_id = p_activity_id AND p.user_id = p_user
+                         AND p.participation_status = 'registered')
+       AND NOT EXISTS (SELECT 1 FROM activity.waitlist_entries w
+                       WHERE w.activity_id = p_activity_id AND w.user_id = p_user) THEN
+        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found', ids);
+    ELSIF a.organizer_user_id = p_user THEN
+        PERFORM activity.pa_raise('PA009', 'IS_ORGANIZER',
+                                  'The organizer cannot leave their own activity', ids);
+    ELSIF a.scheduled_at <= now() THEN
+        PERFORM activity.pa_raise('PA009', 'ACTIVITY_IN_PAST', 'The activity has already started', ids);
+    END IF;
+    RETURN a;
+END $$;
+
+CREATE OR REPLACE FUNCTION activity.sp_leave_activity(p_activity_id uuid, p_user_id uuid)
+RETURNS TABLE (activity_id uuid, user_id uuid, left_at timestamptz, was_waitlisted boolean,
+               promoted_user_ids uuid[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
+    v_promoted uuid[] := '{}';
+BEGIN
+    DELETE FROM activity.waitlist_entries w WHERE w.activity_id = p_activity_id AND w.user_id = p_user_id;
+    IF FOUND THEN
+        PERFORM activity.pa_renumber_waitlist(p_activity_id);
+        PERFORM activity.pa_sync_counts(p_activity_id);
+        RETURN QUERY SELECT p_activity_id, p_user_id, now(), true, v_promoted;
+        RETURN;
+    END IF;
+    DELETE FROM activity.participants p
+    WHERE p.activity_id = p_activity_id AND p.user_id = p_user_id
+      AND p.participation_status = 'registered';
+    IF NOT FOUND THEN
+        PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT', 'The user is not a participant',
+                                  jsonb_build_object('activity_id', p_activity_id));
+    END IF;
+    v_promoted := activity.pa_promote_waitlist(a);
+    PERFORM activity.pa_sync_counts(p_activity_id);
+    RETURN QUERY SELECT p_activity_id, p_user_id, now(), false, v_promoted;
+END $$;
+
+CREATE OR REPLACE FUNCTION activity.sp_cancel_participation(p_activity_id uuid, p_user_id uuid,
+                                                            p_reason text DEFAULT NULL)
+RETURNS TABLE (activity_id uuid, user_id uuid, participation_status text,
+               cancelled_at timestamptz, promoted_user_ids uuid[])
+LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
+    ids jsonb := jsonb_build_object('activity_id', p_activity_id);
+    v_status text;
+    v_promoted uuid[];
+BEGIN
+    SELECT p.participation_status::text INTO v_status FROM activity.participants p
+    WHERE p.activity_id = p_activity_id AND p.user_id = p_user_id;
+    -- A waitlisted user may carry an older cancelled record: they are waitlisted, not cancelled.
+    IF EXISTS (SELECT 1 FROM activity.waitlist_entries w
+               WHERE w.activity_id = p_activity_id AND w.user_id = p_user_id) THEN
+        PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT',
+                                  'A waitlisted user leaves the waitlist instead of cancelling', ids);
+    ELSIF v_status = 'cancelled' THEN
+        PERFORM activity.pa_raise('PA009', 'ALREADY_CANCELLED',
+                                  'The participation is already cancelled', ids);
+    ELSIF v_status IS DISTINCT FROM 'registered' THEN
+        PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT', 'The user is not a participant', ids);
+    END IF;
+    UPDATE activity.participants p
+    SET participation_status = 'cancelled', cancelled_at = now(), left_at = now(),
+        cancellation_reason = nullif(p_reason, ''), updated_at = now()
+    WHERE p.activity_id = p_activity_id AND p.user_id = p_user_id;
+    v_promoted := activity.pa_promote_waitlist(a);
+    PERFORM activity.pa_sync_counts(p_activity_id);
+    RETURN QUERY SELECT p_activity_id, p_user_id, 'cancelled'::text, now(), v_promoted;
+END $$;
+
+-- Registered (default) or cancelled participants: organizer, co-organizers, members; within a
+-- role by joined_at, then user_id. Users blocked with the caller are left out.
+CREATE OR REPLACE FUNCTION activity.sp_list_participants(p_activity_id uuid, p_user_id uuid,
+    p_participation_status text DEFAULT NULL, p_role text DEFAULT NULL,
+    p_page_size integer DEFAULT 50, p_after jsonb DEFAULT NULL)
+RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_size integer := activity.pa_page_size(p_page_size, 50);
+BEGIN
+    IF NOT activity.pa_can_see((SELECT x FROM activity.activities x
+                                WHERE x.activity_id = p_activity_id), p_user_id) THEN
+        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found',
+                                  jsonb_build_object('activity_id', p_activity_id));
+    END IF;
+    RETURN QUERY
+    WITH matching AS (
+        SELECT p.user_id, u.username, u.first_name, u.last_name,
+               u.main_photo_url AS profile_photo_url, p.role::text AS role,
+               p.participation_status::text AS participation_status,
+               p.attendance_status::text AS attendance_status, p.joined_at,
+               u.is_verified, u.verification_count,
+               CASE p.role WHEN 'organizer' THEN 0 WHEN 'co_organizer' THEN 1 ELSE 2 END AS rank
+        FROM activity.participants p JOIN activity.users u ON u.user_id = p.user_id
+        WHERE p.activity_id = p_activity_id
+          AND p.participation_status::text = coalesce(p_participation_status, 'registered')
+          AND (p_role IS NULL OR p.role::text = p_role)
+          AND NOT activity.pa_blocked(p.user_id, p_user_id)
+    ), page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.rank, m.joined_at, m.user_id) AS n
+        FROM matching m
+        WHERE p_after IS NULL
+           OR (m.rank, m.joined_at, m.user_id) > ((p_after->>'r')::int,
+                                                   (p_after->>'j')::timestamptz,
+                                                   (p_after->>'u')::uuid)
+        ORDER BY m.rank, m.joined_at, m.user_id
+        LIMIT v_size + 1
+    )
+    SELECT (SELECT count(*) FROM matching),
+           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'rank' - 'n' ORDER BY pg.n)
+                     FROM page pg WHERE pg.n <= v_size), '[]'::jsonb),
+           (SELECT jsonb_build_object('r', pg.rank, 'j', pg.joined_at, 'u', pg.user_id)
+            FROM page pg WHERE pg.n = v_size AND EXISTS (SELECT 1 FROM page q WHERE q.n > v_size));
+END $$;
+
+-- A user's participations. Oneself: every participation, the waitlist included (a waitlist
+-- place supersedes an older cancelled record of the same activity). Another user: registered
+-- participations in activities the caller can see; a missing or blocked user is USER_NOT_FOUND.
+-- UPCOMING is ordered by scheduled_at ascending, everything else descending.
+CREATE OR REPLACE FUNCTION activity.sp_get_user_activities(p_user_id uuid, p_caller_id uuid,
+    p_filter text DEFAULT NULL, p_participation_status text DEFAULT NULL,
+    p_page_size integer DEFAULT 20, p_after jsonb DEFAULT NULL)
+RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_target uuid := coalesce(p_user_id, p_caller_id);
+    v_self boolean := v_target = p_caller_id;
+    v_size integer := activity.pa_page_size(p_page_size, 20);
+    v_asc boolean := p_filter IS NOT DISTINCT FROM 'upcoming';
+    v_after_s timestamptz := (p_after->>'s')::timestamptz;
+    v_after_a uuid := (p_after->>'a')::uuid;
+BEGIN
+    IF NOT v_self AND (NOT EXISTS (SELECT 1 FROM activity.users WHERE user_id = v_target)
+                       OR activity.pa_blocked(v_target, p_caller_id)) THEN
+        PERFORM activity.pa_raise('PA005', 'USER_NOT_FOUND', 'User not found',
+                                  jsonb_build_object('user_id', v_target));
+    END IF;
+    RETURN QUERY
+    WITH mine AS (
+        SELECT p.activity_id, p.role::text AS role, p.participation_status::text AS participation_status,
+               p.attendance_status::text AS attendance_status, 0 AS waitlist_position, p.joined_at
+        FROM activity.participants p
+        WHERE p.user_id = v_target
+          AND (v_self OR p.participation_status = 'registered')
+          AND NOT EXISTS (SELECT 1 FROM activity.waitlist_entries w
+                          WHERE w.activity_id = p.activity_id AND w.user_id = v_target)
+        UNION ALL
+        SELECT w.activity_id, NULL, 'waitlisted', NULL, w.position, w.created_at
+        FROM activity.waitlist_entries w
+        WHERE w.user_id = v_target AND v_self
+    ), matching AS (
+        SELECT a.activity_id, a.title, a.scheduled_at, a.location_name, a.city,
+               a.organizer_user_id, o.username AS organizer_username,
+               a.current_participants_count, a.max_participants,
+               a.activity_type::text AS activity_type, m.role, m.participation_status,
+               m.attendance_status, m.waitlist_position, m.joined_at
+        FROM mine m
+        JOIN activity.activities a ON a.activity_id = m.activity_id
+        LEFT JOIN activity.users o ON o.user_id = a.organizer_user_id
+        WHERE (v_self OR activity.pa_can_see(a, p_caller_id))
+          AND (p_participation_status IS NULL OR m.participation_status = p_participation_status)
+          AND CASE p_filter
+                  WHEN 'upcoming' THEN a.scheduled_at > now()
+                  WHEN 'past' THEN a.scheduled_at <= now()
+                  WHEN 'organized' THEN a.organizer_user_id = v_target
+                  WHEN 'attended' THEN m.attendance_status = 'attended'
+                  ELSE true
+              END
+    ), page AS (
+        SELECT m.*, row_number() OVER (
+                   ORDER BY CASE WHEN v_asc THEN m.scheduled_at END ASC,
+                            CASE WHEN v_asc THEN m.activity_id END ASC,
+                            CASE WHEN NOT v_asc THEN m.scheduled_at END DESC,
+                            CASE WHEN NOT v_asc THEN m.activity_id END DESC) AS n
+        FROM matching m
+        WHERE p_after IS NULL
+           OR (v_asc AND (m.scheduled_at, m.activity_id) > (v_after_s, v_after_a))
+           OR (NOT v_asc AND (m.scheduled_at, m.activity_id) < (v_after_s, v_after_a))
+    )
+    SELECT (SELECT count(*) FROM matching),
+           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'n' ORDER BY pg.n)
+                     FROM page pg WHERE pg.n <= v_size), '[]'::jsonb),
+           (SELECT jsonb_build_object('s', pg.scheduled_at, 'a', pg.activity_id)
+            FROM page pg WHERE pg.n = v_size AND EXISTS (SELECT 1 FROM page q WHERE q.n > v_size));
+END $$;

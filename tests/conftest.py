@@ -1,0 +1,139 @@
+"""Fixtures: a migrated template database cloned per test, and the real server on port 0."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from participation_grpc.app import App
+from participation_grpc.auth import mint_token
+from participation_grpc.db import Database
+from participation_grpc.migrate import migrate
+from participation_grpc.settings import Settings
+from participation_grpc.v1 import participation_pb2_grpc
+from tests.postgres import server_dsn, with_database
+from tests.seed import Seed
+
+
+@pytest.fixture(scope="session")
+async def template() -> AsyncIterator[tuple[str, str]]:
+    """(server DSN, name of a migrated template database)."""
+    dsn, handle = server_dsn()
+    name = f"participation_template_{os.getpid()}"
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+    await conn.execute(f"CREATE DATABASE {name}")
+    await migrate(with_database(dsn, name))
+    yield dsn, name
+    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await conn.close()
+    del handle
+
+
+@pytest.fixture
+async def database_url(template: tuple[str, str]) -> AsyncIterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    dsn, template_name = template
+    name = f"participation_test_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_name}")
+    yield with_database(dsn, name)
+    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    await conn.close()
+
+
+def test_settings(database_url: str, **overrides: Any) -> Settings:
+    options: dict[str, Any] = {"database_url": database_url, "grpc_host": "127.0.0.1",
+                               "grpc_port": 0, "rate_limit_enabled": False,
+                               "shutdown_grace_seconds": 5.0}
+    return Settings(**{**options, **overrides})
+
+
+@dataclass
+class Service:
+    """The running server, a stub to it, and the database behind it."""
+
+    app: App
+    stub: participation_pb2_grpc.ParticipationServiceStub
+    seed: Seed
+    settings: Settings
+    channel: grpc.aio.Channel
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.app.port}"
+
+    def token(self, user_id: uuid.UUID, **claims: Any) -> str:
+        return mint_token(self.settings, user_id, **claims)
+
+    def auth(self, user_id: uuid.UUID) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token(user_id)}"),)
+
+    async def call(self, method: str, user_id: uuid.UUID, request: Any) -> Any:
+        """Call an RPC as user_id."""
+        return await getattr(self.stub, method)(request, metadata=self.auth(user_id))
+
+
+async def start_service(settings: Settings) -> tuple[App, Database]:
+    assert settings.database_url is not None
+    db = await Database.connect(settings.database_url, 1, 20)
+    app = App(settings, db)
+    await app.start()
+    return app, db
+
+
+@pytest.fixture
+async def service(database_url: str) -> AsyncIterator[Service]:
+    settings = test_settings(database_url)
+    app, db = await start_service(settings)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    conn = await asyncpg.connect(database_url)
+    yield Service(app, participation_pb2_grpc.ParticipationServiceStub(channel), Seed(conn),
+                  settings, channel)
+    await conn.close()
+    await channel.close()
+    await app.stop()
+    await db.close()
+
+
+def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo detail of a failed call (asserting there is exactly one)."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
+    infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    assert len(infos) == 1
+    info = error_details_pb2.ErrorInfo()
+    infos[0].Unpack(info)
+    return info
+
+
+def detail(exc: grpc.aio.AioRpcError, kind: Any) -> Any:
+    """A detail of the given message type from a failed call's status, or None."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    for item in status.details if status else ():
+        if item.Is(kind.DESCRIPTOR):
+            message = kind()
+            item.Unpack(message)
+            return message
+    return None
+
+
+async def expect_error(call: Any, code: grpc.StatusCode, reason: str
+                       ) -> error_details_pb2.ErrorInfo:
+    """Await a call that must fail with this code and ErrorInfo reason; returns the ErrorInfo."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == code, (caught.value.code(), caught.value.details())
+    info = error_info(caught.value)
+    assert info.reason == reason, (info.reason, caught.value.details())
+    assert info.domain == "participation"
+    return info
