@@ -26,12 +26,12 @@ class App:
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
-        self.draining = False
+        self.drain = DrainInterceptor()
         self.health = DatabaseHealth(db)
         self._watch: asyncio.Task[None] | None = None
         self.server = grpc.aio.server(interceptors=[
             ErrorInterceptor(),
-            DrainInterceptor(lambda: self.draining),
+            self.drain,
             AuthInterceptor(TokenVerifier(settings)),
         ])
         participation_pb2_grpc.add_ParticipationServiceServicer_to_server(
@@ -51,13 +51,15 @@ class App:
         log.info("serving %s on %s:%d", SERVICE_NAME, self.settings.grpc_host, self.port)
 
     async def stop(self) -> None:
-        """Health turns NOT_SERVING, new calls get SHUTTING_DOWN, in-flight calls get the grace
-        period to finish."""
-        self.draining = True
+        """Health turns NOT_SERVING and new calls get SHUTTING_DOWN while the server still
+        answers (so clients and load balancers see why), in-flight calls get the grace period
+        to finish, then the server closes."""
         await self.health.enter_graceful_shutdown()
         if self._watch is not None:
             self._watch.cancel()
-        await self.server.stop(self.settings.shutdown_grace_seconds)
+        if not await self.drain.drain(self.settings.shutdown_grace_seconds):
+            log.warning("grace period over: cancelling calls still in flight")
+        await self.server.stop(0)
 
 
 def _page_token_key(settings: Settings) -> bytes:

@@ -55,16 +55,35 @@ class ErrorInterceptor(UnaryInterceptor):
 
 
 class DrainInterceptor(UnaryInterceptor):
-    """While shutting down, new calls are refused with UNAVAILABLE SHUTTING_DOWN."""
+    """Counts calls in flight; once draining, new calls are refused with SHUTTING_DOWN."""
 
-    def __init__(self, draining: Callable[[], bool]) -> None:
-        self._draining = draining
+    def __init__(self) -> None:
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
                      method: str) -> Any:
-        if self._draining():
+        if self.draining:
             raise errors.shutting_down()
-        return await inner(request, context)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await inner(request, context)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def drain(self, grace_seconds: float) -> bool:
+        """Refuse new calls and wait for those in flight; False if the grace period ran out."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        except TimeoutError:
+            return False
+        return True
 
 
 class AuthInterceptor(UnaryInterceptor):
