@@ -65,8 +65,8 @@ class Seed:
         low, high = sorted((a, b))
         await self.conn.execute(
             """INSERT INTO activity.friendships (user_id_1, user_id_2, status, initiated_by,
-                   accepted_at) VALUES ($1, $2, $3, $1, CASE WHEN $3 = 'accepted' THEN now() END)""",
-            low, high, status)
+                   accepted_at) VALUES ($1, $2, $3, $1, $4)""",
+            low, high, status, now() if status == "accepted" else None)
 
     async def invitation(self, activity_id: uuid.UUID, user_id: uuid.UUID, by: uuid.UUID, *,
                          expires_in: timedelta = timedelta(hours=72),
