@@ -56,6 +56,12 @@ class Seed:
             activity_id, organizer, created)
         return activity_id
 
+    async def start(self, activity_id: uuid.UUID, ago: timedelta = timedelta(minutes=1)) -> None:
+        """The activity begins (it began `ago`), as time passing would have it."""
+        await self.conn.execute(
+            "UPDATE activity.activities SET created_at = $2 - interval '1 day', scheduled_at = $2 "
+            "WHERE activity_id = $1", activity_id, now() - ago)
+
     async def block(self, blocker: uuid.UUID, blocked: uuid.UUID) -> None:
         await self.conn.execute(
             "INSERT INTO activity.user_blocks (blocker_user_id, blocked_user_id) VALUES ($1, $2)",
