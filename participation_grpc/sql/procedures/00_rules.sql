@@ -102,14 +102,16 @@ RETURNS void LANGUAGE sql AS $$
 $$;
 
 -- A registered member; a cancelled record from an earlier participation becomes current again.
+-- Times of admission are clock_timestamp(): the moment the seat or place was decided under the
+-- activity lock, so joined_at follows queue order even for calls that waited on the lock.
 CREATE OR REPLACE FUNCTION activity.pa_register(p_activity_id uuid, p_user uuid)
 RETURNS timestamptz LANGUAGE sql AS $$
     INSERT INTO activity.participants AS p
         (activity_id, user_id, role, participation_status, attendance_status, joined_at)
-    VALUES (p_activity_id, p_user, 'member', 'registered', 'registered', now())
+    VALUES (p_activity_id, p_user, 'member', 'registered', 'registered', clock_timestamp())
     ON CONFLICT (activity_id, user_id) DO UPDATE
     SET role = 'member', participation_status = 'registered', attendance_status = 'registered',
-        joined_at = now(), left_at = NULL, cancelled_at = NULL, cancellation_reason = NULL,
+        joined_at = clock_timestamp(), left_at = NULL, cancelled_at = NULL, cancellation_reason = NULL,
         updated_at = now()
     RETURNING p.joined_at
 $$;
@@ -211,7 +213,7 @@ BEGIN
         waitlist_position := 0;
     ELSE
         INSERT INTO activity.waitlist_entries AS w (activity_id, user_id, position, created_at)
-        SELECT a.activity_id, p_user, coalesce(max(x.position), 0) + 1, now()
+        SELECT a.activity_id, p_user, coalesce(max(x.position), 0) + 1, clock_timestamp()
         FROM activity.waitlist_entries x WHERE x.activity_id = a.activity_id
         RETURNING w.position, w.created_at INTO waitlist_position, joined_at;
         participation_status := 'waitlisted';
