@@ -12,8 +12,14 @@ from grpc_reflection.v1alpha import reflection
 from participation_grpc.auth import TokenVerifier
 from participation_grpc.db import Database
 from participation_grpc.health import SERVICE_NAME, DatabaseHealth
-from participation_grpc.interceptors import AuthInterceptor, DrainInterceptor, ErrorInterceptor
+from participation_grpc.interceptors import (
+    AuthInterceptor,
+    DrainInterceptor,
+    ErrorInterceptor,
+    RateLimitInterceptor,
+)
 from participation_grpc.paging import PageTokens
+from participation_grpc.ratelimit import Limiter, build_limiter
 from participation_grpc.servicer import ParticipationServicer
 from participation_grpc.settings import Settings
 from participation_grpc.v1 import participation_pb2, participation_pb2_grpc
@@ -29,11 +35,17 @@ class App:
         self.drain = DrainInterceptor()
         self.health = DatabaseHealth(db)
         self._watch: asyncio.Task[None] | None = None
-        self.server = grpc.aio.server(interceptors=[
+        self.limiter: Limiter | None = (
+            build_limiter(settings) if settings.rate_limit_enabled else None)
+        interceptors: list[grpc.aio.ServerInterceptor] = [
             ErrorInterceptor(),
             self.drain,
             AuthInterceptor(TokenVerifier(settings)),
-        ])
+        ]
+        if self.limiter is not None:
+            # After auth: budgets belong to the token's user, and bad tokens spend none.
+            interceptors.append(RateLimitInterceptor(self.limiter))
+        self.server = grpc.aio.server(interceptors=interceptors)
         participation_pb2_grpc.add_ParticipationServiceServicer_to_server(
             ParticipationServicer(db, PageTokens(_page_token_key(settings))), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -60,6 +72,8 @@ class App:
         if not await self.drain.drain(self.settings.shutdown_grace_seconds):
             log.warning("grace period over: cancelling calls still in flight")
         await self.server.stop(0)
+        if self.limiter is not None:
+            await self.limiter.close()
 
 
 def _page_token_key(settings: Settings) -> bytes:

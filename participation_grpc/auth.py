@@ -1,4 +1,4 @@
-"""Bearer tokens: verify a JWT into the Caller it names (contract sections 3 and 8). No gRPC here."""
+"""Bearer tokens: verify a JWT into the Caller it names (contract sections 3, 8); no gRPC."""
 
 from __future__ import annotations
 

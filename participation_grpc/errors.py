@@ -67,6 +67,16 @@ def shutting_down() -> ServiceError:
     return ServiceError(Code.UNAVAILABLE, "SHUTTING_DOWN", "The server is shutting down; retry")
 
 
+def rate_limited(limit_class: str, limit: int, retry_after_seconds: float,
+                 user_id: str) -> ServiceError:
+    return ServiceError(
+        Code.RESOURCE_EXHAUSTED, "RATE_LIMITED",
+        f"Too many {limit_class} calls: at most {limit} per minute; "
+        f"retry in {retry_after_seconds:.1f} s",
+        metadata={"limit_class": limit_class, "limit": str(limit)},
+        retry_after_seconds=retry_after_seconds, quota_subject=f"user:{user_id}")
+
+
 def classify(exc: BaseException, method: str) -> ServiceError:
     """The ServiceError an exception stands for; anything unexpected is logged in full."""
     if isinstance(exc, ServiceError):

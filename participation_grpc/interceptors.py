@@ -1,4 +1,4 @@
-"""Glue between gRPC and the policies in errors and auth; no policy of its own."""
+"""Glue between gRPC and the policies in errors, auth and ratelimit; no policy of its own."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import grpc
 
 from participation_grpc import errors
 from participation_grpc.auth import TokenVerifier, current_caller
+from participation_grpc.ratelimit import Limiter, limit_class
 
 SERVICE_PREFIX = "/participation.v1.ParticipationService/"
 Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -101,3 +102,19 @@ class AuthInterceptor(UnaryInterceptor):
             return await inner(request, context)
         finally:
             current_caller.reset(token)
+
+
+class RateLimitInterceptor(UnaryInterceptor):
+    """Inside AuthInterceptor: charges the call to its caller's budget for the method's class."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+
+    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+                     method: str) -> Any:
+        caller = current_caller.get()
+        decision = await self._limiter.acquire(str(caller.user_id), limit_class(method))
+        if not decision.allowed:
+            raise errors.rate_limited(decision.limit_class, decision.limit,
+                                      decision.retry_after, str(caller.user_id))
+        return await inner(request, context)

@@ -30,6 +30,10 @@ class RateLimits:
 class Settings:
     database_url: str | None = None
     redis_url: str | None = None
+    # Not from the environment: how long a Redis call may take before the in-process limiter
+    # decides instead, and how long to wait before asking an unreachable Redis again.
+    redis_timeout_seconds: float = 0.25
+    redis_retry_seconds: float = 2.0
     jwt_secret_key: str = DEV_JWT_SECRET
     jwt_algorithm: str = "HS256"
     jwt_public_key: str | None = None
@@ -55,7 +59,7 @@ class Settings:
         env = {k: v for k, v in (os.environ if environ is None else environ).items() if v != ""}
         settings = cls(
             database_url=env.get("DATABASE_URL"),
-            redis_url=env.get("REDIS_URL"),
+            redis_url=_redis_url(env),
             jwt_secret_key=env.get("JWT_SECRET_KEY", "" if _prod(env) else DEV_JWT_SECRET),
             jwt_algorithm=_choice(env, "JWT_ALGORITHM", "HS256", ("HS256", *ASYMMETRIC_ALGORITHMS)),
             jwt_public_key=env.get("JWT_PUBLIC_KEY"),
@@ -84,9 +88,8 @@ class Settings:
         """Fail fast on signing keys that cannot work, or that production must not use."""
         if self.jwt_algorithm in ASYMMETRIC_ALGORITHMS:
             if not self.jwt_public_key or "BEGIN PUBLIC KEY" not in self.jwt_public_key:
-                raise ConfigError(
-                    f"JWT_PUBLIC_KEY must hold a PEM public key when JWT_ALGORITHM={self.jwt_algorithm}"
-                )
+                raise ConfigError("JWT_PUBLIC_KEY must hold a PEM public key when "
+                                  f"JWT_ALGORITHM={self.jwt_algorithm}")
             return
         if not self.is_production:
             return
@@ -113,6 +116,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}")
     return value
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    url = env.get("REDIS_URL")
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return url
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
