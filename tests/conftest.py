@@ -58,6 +58,9 @@ def test_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**{**options, **overrides})
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
 @dataclass
 class Service:
     """The running server, a stub to it, and the database behind it."""

@@ -1,0 +1,186 @@
+"""The server as its users meet it: grpcurl through reflection, health, errors, shutdown."""
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from participation_grpc.app import App
+from participation_grpc.db import Database
+from participation_grpc.v1 import participation_pb2 as pb
+from participation_grpc.v1 import participation_pb2_grpc as pb_grpc
+from tests.conftest import Service, expect_error, test_settings
+from tests.seed import Seed
+
+BIN = Path(sys.executable).parent
+SERVICE = "participation.v1.ParticipationService"
+
+
+async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """A command run without blocking the event loop that serves it."""
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_grpcurl_lists_services_through_reflection_without_token(service: Service) -> None:
+    code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "list")
+    assert code == 0, err
+    assert {SERVICE, "grpc.health.v1.Health"} <= set(out.split())
+    code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe",
+                               SERVICE)
+    assert code == 0 and "rpc JoinActivity" in out and "/v1/activities/{activity_id}:join" in out, err
+    code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe",
+                               "participation.v1.JoinActivityRequest")
+    assert code == 0 and "activity_id" in out, err
+
+
+async def test_grpcurl_joins_an_activity_with_a_bearer_token(service: Service) -> None:
+    organizer, user = await service.seed.user(), await service.seed.user()
+    activity = await service.seed.activity(organizer)
+    code, out, err = await run(
+        str(BIN / "grpcurl"), "-plaintext", "-H", f"authorization: Bearer {service.token(user)}",
+        "-d", json.dumps({"activity_id": str(activity)}), service.address, f"{SERVICE}/JoinActivity")
+    assert code == 0, err
+    reply = json.loads(out)  # grpcurl prints the proto's own field names
+    assert reply["participation_status"] == "PARTICIPATION_STATUS_REGISTERED"
+    assert reply["user_id"] == str(user) and reply["role"] == "PARTICIPANT_ROLE_MEMBER"
+
+
+async def test_grpcurl_shows_error_details(service: Service) -> None:
+    user = await service.seed.user()
+    code, out, err = await run(
+        str(BIN / "grpcurl"), "-plaintext", "-H", f"authorization: Bearer {service.token(user)}",
+        "-d", json.dumps({"activity_id": str(uuid.uuid4())}), service.address,
+        f"{SERVICE}/JoinActivity")
+    assert code != 0
+    assert "NotFound" in err and "ACTIVITY_NOT_FOUND" in err
+
+
+async def test_health_is_serving_for_overall_and_service_without_token(service: Service) -> None:
+    health = health_pb2_grpc.HealthStub(service.channel)
+    for name in ("", SERVICE):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_health_is_not_serving_when_database_is_unreachable(database_url: str) -> None:
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    settings = test_settings(unreachable)
+    db = await Database.connect(unreachable, 1, 2)
+    app = App(settings, db)
+    await app.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=SERVICE))
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # Calls say the database is unavailable, in words fit for a caller.
+        stub = pb_grpc.ParticipationServiceStub(channel)
+        from participation_grpc.auth import mint_token
+        token = mint_token(settings, uuid.uuid4())
+        info = await expect_error(
+            stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(uuid.uuid4())),
+                              metadata=(("authorization", f"Bearer {token}"),)),
+            grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+        assert info.domain == "participation"
+    await app.stop()
+    await db.close()
+
+
+async def test_unimplemented_methods_answer_with_error_info(service: Service) -> None:
+    """Every method either works or fails with a reason; none leaks UNKNOWN."""
+    user = await service.seed.user()
+    for method in pb.DESCRIPTOR.services_by_name["ParticipationService"].methods:
+        request = getattr(pb, method.input_type.name)()
+        try:
+            await service.call(method.name, user, request)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), method.name
+            assert "Traceback" not in (exc.details() or "") and "sp_" not in (exc.details() or "")
+
+
+async def wait_for_lock_waiter(conn: asyncpg.Connection) -> None:
+    """Until a service connection waits on a row lock (bounded; a condition, not a delay)."""
+    for _ in range(500):
+        waiting = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
+            "AND wait_event_type = 'Lock'")
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the call never reached the database lock")
+
+
+async def test_sigterm_drains_in_flight_calls_then_exits_zero(database_url: str) -> None:
+    """SIGTERM: health turns NOT_SERVING, new calls get SHUTTING_DOWN, the call in flight
+    finishes, and the process exits 0."""
+    conn = await asyncpg.connect(database_url)
+    seed = Seed(conn)
+    organizer, user, late = await seed.user(), await seed.user(), await seed.user()
+    activity = await seed.activity(organizer)
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_PORT": str(port),
+           "GRPC_HOST": "127.0.0.1", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING",
+           "SHUTDOWN_GRACE_SECONDS": "30"}
+    env.pop("REDIS_URL", None)
+    proc = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), "serve", env=env)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE), wait_for_ready=True)
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+
+    stub = pb_grpc.ParticipationServiceStub(channel)
+    settings = test_settings(database_url)
+
+    def auth(u: uuid.UUID) -> tuple[tuple[str, str], ...]:
+        from participation_grpc.auth import mint_token
+        return (("authorization", f"Bearer {mint_token(settings, u)}"),)
+
+    lock = conn.transaction()
+    await lock.start()
+    await conn.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 FOR UPDATE",
+                       activity)
+    in_flight = asyncio.ensure_future(
+        stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)), metadata=auth(user)))
+    await wait_for_lock_waiter(conn)
+
+    proc.terminate()
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    await expect_error(stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)),
+                                         metadata=auth(late)),
+                       grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
+    await lock.rollback()
+    reply = await in_flight
+    assert reply.participation_status == pb.PARTICIPATION_STATUS_REGISTERED
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    watch.cancel()
+    await channel.close()
+    await conn.close()
+
+
+@pytest.mark.parametrize("environ,variable", [
+    ({"ENVIRONMENT": "production"}, "JWT_SECRET_KEY"),
+    ({"ENVIRONMENT": "production", "JWT_SECRET_KEY": "short"}, "JWT_SECRET_KEY"),
+    ({"GRPC_PORT": "fifty"}, "GRPC_PORT"),
+])
+async def test_serve_refuses_bad_configuration_naming_the_variable(
+        database_url: str, environ: dict[str, str], variable: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GRPC_"))}
+    env.update({"DATABASE_URL": database_url, **environ})
+    code, _, err = await run(str(BIN / "participation-grpc"), "serve", env=env)
+    assert code != 0 and variable in err
