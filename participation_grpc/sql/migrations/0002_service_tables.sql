@@ -42,10 +42,14 @@ FROM (SELECT waitlist_id,
 WHERE r.waitlist_id = w.waitlist_id AND w.position <> r.rn;
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'waitlist_entries_position_unique') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'waitlist_entries_position_unique'
+                   AND conrelid = 'activity.waitlist_entries'::regclass) THEN
         ALTER TABLE activity.waitlist_entries
             ADD CONSTRAINT waitlist_entries_position_unique UNIQUE (activity_id, position)
             DEFERRABLE INITIALLY DEFERRED;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'waitlist_entries_position_positive'
+                   AND conrelid = 'activity.waitlist_entries'::regclass) THEN
         ALTER TABLE activity.waitlist_entries
             ADD CONSTRAINT waitlist_entries_position_positive CHECK (position >= 1);
     END IF;
