@@ -184,3 +184,31 @@ async def test_serve_refuses_bad_configuration_naming_the_variable(
     env.update({"DATABASE_URL": database_url, **environ})
     code, _, err = await run(str(BIN / "participation-grpc"), "serve", env=env)
     assert code != 0 and variable in err
+
+
+async def test_deadline_cancels_the_database_work(service: Service) -> None:
+    """A call whose deadline passes while it waits on a lock is cancelled in PostgreSQL too."""
+    organizer, user = await service.seed.user(), await service.seed.user()
+    activity = await service.seed.activity(organizer)
+    locker = await asyncpg.connect(service.settings.database_url)
+    lock = locker.transaction()
+    await lock.start()
+    await locker.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 FOR UPDATE",
+                         activity)
+    call = service.stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)),
+                                     metadata=service.auth(user), timeout=1.0)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(500):  # the cancel request reaches the server promptly; bounded wait
+        waiting = await locker.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
+            "AND wait_event_type = 'Lock'")
+        if waiting == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert waiting == 0
+    await lock.rollback()
+    counts = await service.seed.counts(activity)
+    assert counts["registered"] == 1  # the abandoned join wrote nothing
+    await locker.close()
