@@ -156,4 +156,5 @@ def to_status(error: ServiceError) -> grpc.Status:
         any_detail.Pack(detail)
         packed.append(any_detail)
     status = status_pb2.Status(code=error.code.value[0], message=error.message, details=packed)
-    return rpc_status.to_status(status)
+    wire: grpc.Status = rpc_status.to_status(status)
+    return wire

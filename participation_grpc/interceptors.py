@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -13,30 +13,33 @@ from participation_grpc.auth import TokenVerifier, current_caller
 from participation_grpc.ratelimit import Limiter, limit_class
 
 SERVICE_PREFIX = "/participation.v1.ParticipationService/"
-Behaviour = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Context = grpc.aio.ServicerContext[Any, Any]
+Behaviour = Callable[[Any, Context], Awaitable[Any]]
+Handler = grpc.RpcMethodHandler[Any, Any]
 
 
-class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class UnaryInterceptor(grpc.aio.ServerInterceptor):
     """Runs `around` around every unary call of ParticipationService (not health, reflection)."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(details)
-        method: str = details.method  # type: ignore[attr-defined]
+        method = details.method
         if handler is None or handler.unary_unary is None or not method.startswith(SERVICE_PREFIX):
             return handler
-        inner = handler.unary_unary
+        inner = cast(Behaviour, handler.unary_unary)
         name = method.removeprefix(SERVICE_PREFIX)
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, context: Context) -> Any:
             return await self.around(inner, request, context, name)
 
-        return handler._replace(unary_unary=call)
+        # grpc's handlers are named tuples: swap the behaviour, keep the (de)serializers.
+        return cast(Handler, handler._replace(unary_unary=call))  # type: ignore[attr-defined]
 
-    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+    async def around(self, inner: Behaviour, request: Any, context: Context,
                      method: str) -> Any:
         raise NotImplementedError
 
@@ -44,7 +47,7 @@ class UnaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 class ErrorInterceptor(UnaryInterceptor):
     """Outermost: every exception becomes a status with ErrorInfo (errors.classify decides)."""
 
-    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+    async def around(self, inner: Behaviour, request: Any, context: Context,
                      method: str) -> Any:
         try:
             return await inner(request, context)
@@ -64,7 +67,7 @@ class DrainInterceptor(UnaryInterceptor):
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+    async def around(self, inner: Behaviour, request: Any, context: Context,
                      method: str) -> Any:
         if self.draining:
             raise errors.shutting_down()
@@ -93,9 +96,9 @@ class AuthInterceptor(UnaryInterceptor):
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
 
-    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+    async def around(self, inner: Behaviour, request: Any, context: Context,
                      method: str) -> Any:
-        authorization = next((v for k, v in context.invocation_metadata() or ()
+        authorization = next((str(v) for k, v in context.invocation_metadata() or ()
                               if k == "authorization"), None)
         token = current_caller.set(self._verifier.verify(authorization))
         try:
@@ -110,7 +113,7 @@ class RateLimitInterceptor(UnaryInterceptor):
     def __init__(self, limiter: Limiter) -> None:
         self._limiter = limiter
 
-    async def around(self, inner: Behaviour, request: Any, context: grpc.aio.ServicerContext,
+    async def around(self, inner: Behaviour, request: Any, context: Context,
                      method: str) -> Any:
         caller = current_caller.get()
         decision = await self._limiter.acquire(str(caller.user_id), limit_class(method))
