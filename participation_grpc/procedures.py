@@ -60,3 +60,89 @@ async def get_user_activities(db: Database, user_id: UUID, caller_id: UUID, filt
         "SELECT * FROM activity.sp_get_user_activities($1, $2, $3, $4, $5, $6::jsonb)",
         user_id, caller_id, filter_, status, page_size, _json(after))
     return _page(row)
+
+
+def _decoded(row: asyncpg.Record, *json_columns: str) -> dict[str, Any]:
+    """A row whose jsonb columns (per-item results of bulk calls) are parsed."""
+    return {**dict(row), **{name: json.loads(row[name]) for name in json_columns}}
+
+
+async def promote_participant(db: Database, activity_id: UUID, user_id: UUID,
+                              acting_user_id: UUID) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM activity.sp_promote_participant($1, $2, $3)",
+                             activity_id, user_id, acting_user_id)
+
+
+async def demote_participant(db: Database, activity_id: UUID, user_id: UUID,
+                             acting_user_id: UUID) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM activity.sp_demote_participant($1, $2, $3)",
+                             activity_id, user_id, acting_user_id)
+
+
+async def mark_attendance(db: Database, activity_id: UUID, acting_user_id: UUID,
+                          entries: list[tuple[UUID, str]]) -> dict[str, Any]:
+    payload = json.dumps([{"user_id": str(user), "status": status} for user, status in entries])
+    row = await db.fetchrow("SELECT * FROM activity.sp_mark_attendance($1, $2, $3::jsonb)",
+                            activity_id, acting_user_id, payload)
+    return _decoded(row, "failures")
+
+
+async def confirm_attendance(db: Database, activity_id: UUID, user_id: UUID,
+                             acting_user_id: UUID) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM activity.sp_confirm_attendance($1, $2, $3)",
+                             activity_id, user_id, acting_user_id)
+
+
+async def get_pending_verifications(db: Database, user_id: UUID, page_size: int,
+                                    after: dict[str, Any] | None) -> Page:
+    row = await db.fetchrow(
+        "SELECT * FROM activity.sp_get_pending_verifications($1, $2, $3::jsonb)",
+        user_id, page_size, _json(after))
+    return _page(row)
+
+
+async def send_invitations(db: Database, activity_id: UUID, acting_user_id: UUID,
+                           user_ids: list[UUID], message: str | None,
+                           expires_in_hours: int) -> dict[str, Any]:
+    row = await db.fetchrow("SELECT * FROM activity.sp_send_invitations($1, $2, $3, $4, $5)",
+                            activity_id, acting_user_id, user_ids, message, expires_in_hours)
+    return _decoded(row, "invitations", "failures")
+
+
+async def accept_invitation(db: Database, invitation_id: UUID, user_id: UUID) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM activity.sp_accept_invitation($1, $2)",
+                             invitation_id, user_id)
+
+
+async def decline_invitation(db: Database, invitation_id: UUID, user_id: UUID) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM activity.sp_decline_invitation($1, $2)",
+                             invitation_id, user_id)
+
+
+async def cancel_invitation(db: Database, invitation_id: UUID, user_id: UUID) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM activity.sp_cancel_invitation($1, $2)",
+                             invitation_id, user_id)
+
+
+async def get_received_invitations(db: Database, user_id: UUID, status: str | None,
+                                   page_size: int, after: dict[str, Any] | None) -> Page:
+    row = await db.fetchrow(
+        "SELECT * FROM activity.sp_get_received_invitations($1, $2, $3, $4::jsonb)",
+        user_id, status, page_size, _json(after))
+    return _page(row)
+
+
+async def get_sent_invitations(db: Database, user_id: UUID, activity_id: UUID | None,
+                               status: str | None, page_size: int,
+                               after: dict[str, Any] | None) -> Page:
+    row = await db.fetchrow(
+        "SELECT * FROM activity.sp_get_sent_invitations($1, $2, $3, $4, $5::jsonb)",
+        user_id, activity_id, status, page_size, _json(after))
+    return _page(row)
+
+
+async def get_waitlist(db: Database, activity_id: UUID, user_id: UUID, page_size: int,
+                       after: dict[str, Any] | None) -> Page:
+    row = await db.fetchrow("SELECT * FROM activity.sp_get_waitlist($1, $2, $3, $4::jsonb)",
+                            activity_id, user_id, page_size, _json(after))
+    return _page(row)

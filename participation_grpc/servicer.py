@@ -13,12 +13,24 @@ from participation_grpc.db import Database
 from participation_grpc.paging import PageTokens, page_size
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc as pb_grpc
-from participation_grpc.validation import enum_field, max_length, optional_uuid, uuid_field
+from participation_grpc.validation import (
+    bounded_list,
+    enum_field,
+    int_range,
+    max_length,
+    optional_uuid,
+    required_enum,
+    unique_ids,
+    uuid_field,
+)
 
-Context = grpc.aio.ServicerContext
+Context = grpc.aio.ServicerContext[Any, Any]
 _STATUS = pb.ParticipationStatus.DESCRIPTOR
 _ROLE = pb.ParticipantRole.DESCRIPTOR
 _FILTER = pb.UserActivityFilter.DESCRIPTOR
+_ATTENDANCE = pb.AttendanceStatus.DESCRIPTOR
+_INVITATION = pb.InvitationStatus.DESCRIPTOR
+_MARKS = ("attended", "no_show")
 
 
 class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
@@ -75,6 +87,120 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
                                                     status, size, after)
         return pb.ListUserActivitiesResponse(
             activities=[to_message(pb.UserActivity, item) for item in page.items],
+            next_page_token=self._tokens.encode(page.next_after, binding),
+            total_size=page.total_size)
+
+    async def PromoteParticipant(self, request: pb.PromoteParticipantRequest, context: Context
+                                 ) -> pb.PromoteParticipantResponse:
+        caller = current_caller.get()
+        activity_id = uuid_field(request.activity_id, "activity_id")
+        user_id = uuid_field(request.user_id, "user_id")
+        row = await procedures.promote_participant(self._db, activity_id, user_id, caller.user_id)
+        return to_message(pb.PromoteParticipantResponse, row)
+
+    async def DemoteParticipant(self, request: pb.DemoteParticipantRequest, context: Context
+                                ) -> pb.DemoteParticipantResponse:
+        caller = current_caller.get()
+        activity_id = uuid_field(request.activity_id, "activity_id")
+        user_id = uuid_field(request.user_id, "user_id")
+        row = await procedures.demote_participant(self._db, activity_id, user_id, caller.user_id)
+        return to_message(pb.DemoteParticipantResponse, row)
+
+    async def MarkAttendance(self, request: pb.MarkAttendanceRequest, context: Context
+                             ) -> pb.MarkAttendanceResponse:
+        caller = current_caller.get()
+        activity_id = uuid_field(request.activity_id, "activity_id")
+        entries = bounded_list(request.entries, "entries", 100, "TOO_MANY_UPDATES")
+        user_ids = unique_ids((e.user_id for e in entries), "entries")
+        statuses = [required_enum(_ATTENDANCE, e.status, "entries.status", _MARKS) for e in entries]
+        result = await procedures.mark_attendance(self._db, activity_id, caller.user_id,
+                                                  list(zip(user_ids, statuses, strict=True)))
+        return to_message(pb.MarkAttendanceResponse, result)
+
+    async def ConfirmAttendance(self, request: pb.ConfirmAttendanceRequest, context: Context
+                                ) -> pb.ConfirmAttendanceResponse:
+        caller = current_caller.get()
+        activity_id = uuid_field(request.activity_id, "activity_id")
+        user_id = uuid_field(request.user_id, "user_id")
+        row = await procedures.confirm_attendance(self._db, activity_id, user_id, caller.user_id)
+        return to_message(pb.ConfirmAttendanceResponse, row)
+
+    async def ListPendingVerifications(self, request: pb.ListPendingVerificationsRequest,
+                                       context: Context) -> pb.ListPendingVerificationsResponse:
+        caller = current_caller.get()
+        size, after, binding = self._paging(request, default_size=20)
+        page = await procedures.get_pending_verifications(self._db, caller.user_id, size, after)
+        return pb.ListPendingVerificationsResponse(
+            activities=[to_message(pb.PendingVerification, item) for item in page.items],
+            next_page_token=self._tokens.encode(page.next_after, binding),
+            total_size=page.total_size)
+
+    async def SendInvitations(self, request: pb.SendInvitationsRequest, context: Context
+                              ) -> pb.SendInvitationsResponse:
+        caller = current_caller.get()
+        activity_id = uuid_field(request.activity_id, "activity_id")
+        invitees = bounded_list(request.user_ids, "user_ids", 50, "TOO_MANY_INVITATIONS")
+        user_ids = unique_ids(invitees, "user_ids")
+        message = max_length(request.message, "message", 1000)
+        hours = int_range(request.expires_in_hours, "expires_in_hours", 0, 168) or 72
+        result = await procedures.send_invitations(self._db, activity_id, caller.user_id,
+                                                   user_ids, message or None, hours)
+        return to_message(pb.SendInvitationsResponse, result)
+
+    async def AcceptInvitation(self, request: pb.AcceptInvitationRequest, context: Context
+                               ) -> pb.AcceptInvitationResponse:
+        caller = current_caller.get()
+        invitation_id = uuid_field(request.invitation_id, "invitation_id")
+        row = await procedures.accept_invitation(self._db, invitation_id, caller.user_id)
+        return to_message(pb.AcceptInvitationResponse, row)
+
+    async def DeclineInvitation(self, request: pb.DeclineInvitationRequest, context: Context
+                                ) -> pb.DeclineInvitationResponse:
+        caller = current_caller.get()
+        invitation_id = uuid_field(request.invitation_id, "invitation_id")
+        row = await procedures.decline_invitation(self._db, invitation_id, caller.user_id)
+        return to_message(pb.DeclineInvitationResponse, row)
+
+    async def CancelInvitation(self, request: pb.CancelInvitationRequest, context: Context
+                               ) -> pb.CancelInvitationResponse:
+        caller = current_caller.get()
+        invitation_id = uuid_field(request.invitation_id, "invitation_id")
+        row = await procedures.cancel_invitation(self._db, invitation_id, caller.user_id)
+        return to_message(pb.CancelInvitationResponse, row)
+
+    async def ListReceivedInvitations(self, request: pb.ListReceivedInvitationsRequest,
+                                      context: Context) -> pb.ListReceivedInvitationsResponse:
+        caller = current_caller.get()
+        status = enum_field(_INVITATION, request.status, "status")
+        size, after, binding = self._paging(request, default_size=20)
+        page = await procedures.get_received_invitations(self._db, caller.user_id, status,
+                                                         size, after)
+        return pb.ListReceivedInvitationsResponse(
+            invitations=[to_message(pb.Invitation, item) for item in page.items],
+            next_page_token=self._tokens.encode(page.next_after, binding),
+            total_size=page.total_size)
+
+    async def ListSentInvitations(self, request: pb.ListSentInvitationsRequest, context: Context
+                                  ) -> pb.ListSentInvitationsResponse:
+        caller = current_caller.get()
+        activity_id = optional_uuid(request.activity_id, "activity_id")
+        status = enum_field(_INVITATION, request.status, "status")
+        size, after, binding = self._paging(request, default_size=20)
+        page = await procedures.get_sent_invitations(self._db, caller.user_id, activity_id,
+                                                     status, size, after)
+        return pb.ListSentInvitationsResponse(
+            invitations=[to_message(pb.Invitation, item) for item in page.items],
+            next_page_token=self._tokens.encode(page.next_after, binding),
+            total_size=page.total_size)
+
+    async def ListWaitlist(self, request: pb.ListWaitlistRequest, context: Context
+                           ) -> pb.ListWaitlistResponse:
+        caller = current_caller.get()
+        activity_id = uuid_field(request.activity_id, "activity_id")
+        size, after, binding = self._paging(request, default_size=50)
+        page = await procedures.get_waitlist(self._db, activity_id, caller.user_id, size, after)
+        return pb.ListWaitlistResponse(
+            entries=[to_message(pb.WaitlistEntry, item) for item in page.items],
             next_page_token=self._tokens.encode(page.next_after, binding),
             total_size=page.total_size)
 

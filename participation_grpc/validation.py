@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from google.protobuf.descriptor import EnumDescriptor
@@ -48,3 +48,28 @@ def unique_ids(values: Iterable[str], field: str) -> list[uuid.UUID]:
     if len(set(ids)) != len(ids):
         raise invalid_argument(field, "must not repeat an id")
     return ids
+
+
+def bounded_list(values: Sequence[T], field: str, limit: int, too_many_reason: str
+                 ) -> Sequence[T]:
+    """1..limit items; too many is refused with the call's own reason (TOO_MANY_...)."""
+    if not values:
+        raise invalid_argument(field, "must not be empty")
+    if len(values) > limit:
+        raise invalid_argument(field, f"must hold at most {limit} items", reason=too_many_reason)
+    return values
+
+
+def required_enum(enum: EnumDescriptor, number: int, field: str, allowed: Iterable[str]) -> str:
+    """Like enum_field, but UNSPECIFIED is refused too."""
+    allowed = tuple(allowed)
+    label = enum_field(enum, number, field, allowed)
+    if label is None:
+        raise invalid_argument(field, f"must be one of {', '.join(a.upper() for a in allowed)}")
+    return label
+
+
+def int_range(value: int, field: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise invalid_argument(field, f"must be between {low} and {high}")
+    return value

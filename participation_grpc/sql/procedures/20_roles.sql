@@ -1,0 +1,95 @@
+-- Who runs an activity (contract 4.1, 4.4): the organizer is activities.organizer_user_id and
+-- nothing else; a co-organizer is a registered participant with role co_organizer. The helpers
+-- here are shared by attendance, invitations and the waitlist (files sort after this one).
+
+CREATE OR REPLACE FUNCTION activity.pa_is_co_organizer(p_activity_id uuid, p_user uuid)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM activity.participants p
+                   WHERE p.activity_id = p_activity_id AND p.user_id = p_user
+                     AND p.role = 'co_organizer' AND p.participation_status = 'registered')
+$$;
+
+CREATE OR REPLACE FUNCTION activity.pa_manages(a activity.activities, p_user uuid)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT a.organizer_user_id = p_user OR activity.pa_is_co_organizer(a.activity_id, p_user)
+$$;
+
+-- Attendance, invitations and the waitlist are open to the organizer and co-organizers.
+CREATE OR REPLACE FUNCTION activity.pa_require_manager(a activity.activities, p_user uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT activity.pa_manages(a, p_user) THEN
+        PERFORM activity.pa_raise('PA007', 'NOT_AUTHORIZED',
+                                  'Only the organizer and co-organizers may do this',
+                                  jsonb_build_object('activity_id', a.activity_id));
+    END IF;
+END $$;
+
+-- Roles are given and taken by the organizer alone.
+CREATE OR REPLACE FUNCTION activity.pa_require_organizer(a activity.activities, p_user uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF a.organizer_user_id <> p_user THEN
+        PERFORM activity.pa_raise('PA007', 'NOT_ORGANIZER', 'Only the organizer may change roles',
+                                  jsonb_build_object('activity_id', a.activity_id));
+    END IF;
+END $$;
+
+-- The role of a registered participant; NULL for anyone else (waitlisted, cancelled, absent).
+CREATE OR REPLACE FUNCTION activity.pa_registered_role(p_activity_id uuid, p_user uuid)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT p.role::text FROM activity.participants p
+    WHERE p.activity_id = p_activity_id AND p.user_id = p_user
+      AND p.participation_status = 'registered'
+$$;
+
+CREATE OR REPLACE FUNCTION activity.pa_set_role(p_activity_id uuid, p_user uuid, p_role text)
+RETURNS void LANGUAGE sql AS $$
+    UPDATE activity.participants p
+    SET role = p_role::activity.participant_role, updated_at = now()
+    WHERE p.activity_id = p_activity_id AND p.user_id = p_user
+$$;
+
+-- Roles change under the activity lock, like every other change to an activity's participants.
+CREATE OR REPLACE FUNCTION activity.sp_promote_participant(p_activity_id uuid, p_user_id uuid,
+                                                           p_acting_user_id uuid)
+RETURNS TABLE (activity_id uuid, user_id uuid, role text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
+    ids jsonb := jsonb_build_object('activity_id', p_activity_id, 'user_id', p_user_id);
+    v_role text;
+BEGIN
+    PERFORM activity.pa_require_organizer(a, p_acting_user_id);
+    v_role := activity.pa_registered_role(p_activity_id, p_user_id);
+    IF v_role = 'co_organizer' THEN
+        PERFORM activity.pa_raise('PA006', 'ALREADY_CO_ORGANIZER',
+                                  'The participant is already a co-organizer', ids);
+    ELSIF v_role IS DISTINCT FROM 'member' THEN
+        PERFORM activity.pa_raise('PA009', 'TARGET_NOT_MEMBER',
+                                  'Only a registered member can become a co-organizer', ids);
+    ELSIF activity.pa_blocked(p_user_id, a.organizer_user_id) THEN
+        PERFORM activity.pa_raise('PA007', 'BLOCKED_USER',
+                                  'A user blocked with the organizer cannot become a co-organizer',
+                                  ids);
+    END IF;
+    PERFORM activity.pa_set_role(p_activity_id, p_user_id, 'co_organizer');
+    RETURN QUERY SELECT p_activity_id, p_user_id, 'co_organizer'::text;
+END $$;
+
+CREATE OR REPLACE FUNCTION activity.sp_demote_participant(p_activity_id uuid, p_user_id uuid,
+                                                          p_acting_user_id uuid)
+RETURNS TABLE (activity_id uuid, user_id uuid, role text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
+BEGIN
+    PERFORM activity.pa_require_organizer(a, p_acting_user_id);
+    IF activity.pa_registered_role(p_activity_id, p_user_id) IS DISTINCT FROM 'co_organizer' THEN
+        PERFORM activity.pa_raise('PA009', 'NOT_CO_ORGANIZER', 'The participant is not a co-organizer',
+                                  jsonb_build_object('activity_id', p_activity_id,
+                                                     'user_id', p_user_id));
+    END IF;
+    PERFORM activity.pa_set_role(p_activity_id, p_user_id, 'member');
+    RETURN QUERY SELECT p_activity_id, p_user_id, 'member'::text;
+END $$;

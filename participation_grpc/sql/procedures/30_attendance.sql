@@ -1,0 +1,188 @@
+-- Attendance and peer verification (contract 4.4).
+--
+-- users.no_show_count and users.activities_attended_count follow transitions of a participant's
+-- attendance_status: entering NO_SHOW (ATTENDED) adds one, leaving it gives it back, and marking
+-- the same status again changes nothing, so neither counter is ever counted twice.
+
+-- One entry of MarkAttendance; false when the user is not a registered participant.
+CREATE OR REPLACE FUNCTION activity.pa_set_attendance(p_activity_id uuid, p_user uuid,
+                                                      p_status text)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_old text;
+BEGIN
+    SELECT p.attendance_status::text INTO v_old FROM activity.participants p
+    WHERE p.activity_id = p_activity_id AND p.user_id = p_user
+      AND p.participation_status = 'registered';
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF v_old IS DISTINCT FROM p_status THEN
+        UPDATE activity.participants p
+        SET attendance_status = p_status::activity.attendance_status, updated_at = now()
+        WHERE p.activity_id = p_activity_id AND p.user_id = p_user;
+        UPDATE activity.users u
+        SET no_show_count = greatest(u.no_show_count + (p_status = 'no_show')::int
+                                     - (v_old = 'no_show')::int, 0),
+            activities_attended_count = greatest(u.activities_attended_count
+                                                 + (p_status = 'attended')::int
+                                                 - (v_old = 'attended')::int, 0),
+            updated_at = now()
+        WHERE u.user_id = p_user;
+    END IF;
+    RETURN true;
+END $$;
+
+-- p_entries: [{"user_id": uuid, "status": "attended" | "no_show"}]. Users who are not registered
+-- participants come back in failures (NOT_A_PARTICIPANT), in request order.
+CREATE OR REPLACE FUNCTION activity.sp_mark_attendance(p_activity_id uuid, p_acting_user_id uuid,
+                                                       p_entries jsonb DEFAULT '[]')
+RETURNS TABLE (activity_id uuid, updated_count integer, failures jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
+    v_updated integer := 0;
+    v_failures jsonb := '[]';
+    e record;
+BEGIN
+    PERFORM activity.pa_require_manager(a, p_acting_user_id);
+    IF a.scheduled_at > now() THEN
+        PERFORM activity.pa_raise('PA009', 'ACTIVITY_NOT_COMPLETED',
+                                  'Attendance can be marked once the activity has started',
+                                  jsonb_build_object('activity_id', p_activity_id));
+    END IF;
+    -- The counters' rows are locked in one order, so calls on different activities that share
+    -- users wait for each other instead of deadlocking.
+    PERFORM 1 FROM activity.users u
+    WHERE u.user_id IN (SELECT (x->>'user_id')::uuid FROM jsonb_array_elements(p_entries) x)
+    ORDER BY u.user_id FOR NO KEY UPDATE;
+    FOR e IN SELECT x.user_id, x.status FROM jsonb_to_recordset(p_entries) AS x(user_id uuid, status text)
+    LOOP
+        IF activity.pa_set_attendance(p_activity_id, e.user_id, e.status) THEN
+            v_updated := v_updated + 1;
+        ELSE
+            v_failures := v_failures
+                          || jsonb_build_object('user_id', e.user_id, 'reason', 'NOT_A_PARTICIPANT');
+        END IF;
+    END LOOP;
+    RETURN QUERY SELECT p_activity_id, v_updated, v_failures;
+END $$;
+
+CREATE OR REPLACE FUNCTION activity.pa_attended(p_activity_id uuid, p_user uuid)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM activity.participants p
+                   WHERE p.activity_id = p_activity_id AND p.user_id = p_user
+                     AND p.participation_status = 'registered' AND p.attendance_status = 'attended')
+$$;
+
+-- Confirmer and confirmed both exist, are not blocked with each other, and both attended.
+CREATE OR REPLACE FUNCTION activity.pa_check_confirmation(p_activity_id uuid, p_confirmed uuid,
+                                                          p_confirmer uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    ids jsonb := jsonb_build_object('activity_id', p_activity_id, 'user_id', p_confirmed);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM activity.users WHERE user_id = p_confirmer) THEN
+        PERFORM activity.pa_raise('PA005', 'USER_NOT_FOUND', 'User not found',
+                                  jsonb_build_object('user_id', p_confirmer));
+    ELSIF NOT EXISTS (SELECT 1 FROM activity.users WHERE user_id = p_confirmed) THEN
+        PERFORM activity.pa_raise('PA005', 'USER_NOT_FOUND', 'User not found', ids);
+    ELSIF activity.pa_blocked(p_confirmer, p_confirmed) THEN
+        PERFORM activity.pa_raise('PA007', 'BLOCKED_USER',
+                                  'You cannot confirm the attendance of this user', ids);
+    ELSIF NOT activity.pa_attended(p_activity_id, p_confirmer) THEN
+        PERFORM activity.pa_raise('PA009', 'CONFIRMER_NOT_ATTENDED',
+                                  'Only participants marked as attended can confirm others', ids);
+    ELSIF NOT activity.pa_attended(p_activity_id, p_confirmed) THEN
+        PERFORM activity.pa_raise('PA009', 'CONFIRMED_NOT_ATTENDED',
+                                  'The user was not marked as attended', ids);
+    ELSIF EXISTS (SELECT 1 FROM activity.attendance_confirmations c
+                  WHERE c.activity_id = p_activity_id AND c.confirmed_user_id = p_confirmed
+                    AND c.confirmer_user_id = p_confirmer) THEN
+        PERFORM activity.pa_raise('PA006', 'ALREADY_CONFIRMED',
+                                  'You have already confirmed this user for this activity', ids);
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION activity.sp_confirm_attendance(p_activity_id uuid, p_user_id uuid,
+                                                          p_acting_user_id uuid)
+RETURNS TABLE (confirmation_id uuid, activity_id uuid, user_id uuid, verification_count integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities;
+    v_id uuid;
+    v_count integer;
+BEGIN
+    IF p_user_id = p_acting_user_id THEN
+        PERFORM activity.pa_raise('PA003', 'SELF_CONFIRMATION', 'You cannot confirm yourself',
+                                  jsonb_build_object('activity_id', p_activity_id,
+                                                     'user_id', p_user_id, 'field', 'user_id'));
+    END IF;
+    -- A shared lock: attendance cannot be re-marked under a confirmation, while confirmations
+    -- of one activity still run side by side.
+    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = p_activity_id FOR SHARE;
+    IF NOT activity.pa_can_see(a, p_acting_user_id) THEN
+        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found',
+                                  jsonb_build_object('activity_id', p_activity_id));
+    END IF;
+    PERFORM activity.pa_check_confirmation(p_activity_id, p_user_id, p_acting_user_id);
+    -- The unique triple settles two identical confirmations racing past the check above.
+    INSERT INTO activity.attendance_confirmations AS c
+        (activity_id, confirmed_user_id, confirmer_user_id)
+    VALUES (p_activity_id, p_user_id, p_acting_user_id)
+    ON CONFLICT DO NOTHING
+    RETURNING c.confirmation_id INTO v_id;
+    IF v_id IS NULL THEN
+        PERFORM activity.pa_raise('PA006', 'ALREADY_CONFIRMED',
+                                  'You have already confirmed this user for this activity',
+                                  jsonb_build_object('activity_id', p_activity_id,
+                                                     'user_id', p_user_id));
+    END IF;
+    UPDATE activity.users u SET verification_count = u.verification_count + 1, updated_at = now()
+    WHERE u.user_id = p_user_id
+    RETURNING u.verification_count INTO v_count;
+    RETURN QUERY SELECT v_id, p_activity_id, p_user_id, v_count;
+END $$;
+
+-- Activities the caller attended, each with the attended participants the caller has not
+-- confirmed yet; never users blocked with the caller; activities with nobody left are left out.
+-- Latest activity first.
+CREATE OR REPLACE FUNCTION activity.sp_get_pending_verifications(p_user_id uuid,
+    p_page_size integer DEFAULT 20, p_after jsonb DEFAULT NULL)
+RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_size integer := activity.pa_page_size(p_page_size, 20);
+BEGIN
+    RETURN QUERY
+    WITH matching AS (
+        SELECT a.activity_id, a.title, a.scheduled_at,
+               jsonb_agg(jsonb_build_object('user_id', u.user_id, 'username', u.username,
+                                            'first_name', u.first_name,
+                                            'profile_photo_url', u.main_photo_url)
+                         ORDER BY o.joined_at, o.user_id) AS participants_to_confirm
+        FROM activity.participants me
+        JOIN activity.activities a ON a.activity_id = me.activity_id
+        JOIN activity.participants o ON o.activity_id = me.activity_id AND o.user_id <> me.user_id
+        JOIN activity.users u ON u.user_id = o.user_id
+        WHERE me.user_id = p_user_id AND me.participation_status = 'registered'
+          AND me.attendance_status = 'attended'
+          AND o.participation_status = 'registered' AND o.attendance_status = 'attended'
+          AND NOT activity.pa_blocked(p_user_id, o.user_id)
+          AND NOT EXISTS (SELECT 1 FROM activity.attendance_confirmations c
+                          WHERE c.activity_id = me.activity_id AND c.confirmer_user_id = p_user_id
+                            AND c.confirmed_user_id = o.user_id)
+        GROUP BY a.activity_id
+    ), page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.scheduled_at DESC, m.activity_id DESC) AS n
+        FROM matching m
+        WHERE p_after IS NULL
+           OR (m.scheduled_at, m.activity_id) < ((p_after->>'s')::timestamptz,
+                                                  (p_after->>'a')::uuid)
+    )
+    SELECT (SELECT count(*) FROM matching),
+           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'n' ORDER BY pg.n)
+                     FROM page pg WHERE pg.n <= v_size), '[]'::jsonb),
+           (SELECT jsonb_build_object('s', pg.scheduled_at, 'a', pg.activity_id)
+            FROM page pg WHERE pg.n = v_size AND EXISTS (SELECT 1 FROM page q WHERE q.n > v_size));
+END $$;

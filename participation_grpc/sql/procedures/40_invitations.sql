@@ -1,0 +1,258 @@
+-- Invitations (contract 4.5, 8). EXPIRED is derived: a pending invitation past expires_at is
+-- expired whether or not its row says so yet. Rows are never reused: a re-invitation is a new
+-- row, so the history of earlier ones stays as it was.
+
+-- Every invitation as the API shows it (inlined by the planner, so filters reach the indexes).
+CREATE OR REPLACE FUNCTION activity.pa_invitations()
+RETURNS TABLE (invitation_id uuid, activity_id uuid, activity_title text,
+               activity_scheduled_at timestamptz, user_id uuid, username text,
+               invited_by_user_id uuid, invited_by_username text, status text, message text,
+               invited_at timestamptz, expires_at timestamptz, responded_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT i.invitation_id, i.activity_id, a.title, a.scheduled_at, i.user_id, u.username,
+           i.invited_by_user_id, b.username,
+           CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired'
+                ELSE i.status::text END,
+           i.message, i.invited_at, i.expires_at, i.responded_at
+    FROM activity.activity_invitations i
+    JOIN activity.activities a ON a.activity_id = i.activity_id
+    LEFT JOIN activity.users u ON u.user_id = i.user_id
+    LEFT JOIN activity.users b ON b.user_id = i.invited_by_user_id
+$$;
+
+-- SendInvitations' call-level checks after the activity is found: contract 8's order.
+CREATE OR REPLACE FUNCTION activity.pa_check_inviting(a activity.activities, p_inviter uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    ids jsonb := jsonb_build_object('activity_id', a.activity_id);
+BEGIN
+    PERFORM activity.pa_require_manager(a, p_inviter);
+    IF a.status <> 'published' THEN
+        PERFORM activity.pa_raise('PA009', 'ACTIVITY_NOT_PUBLISHED',
+                                  'Invitations need a published activity', ids);
+    ELSIF a.scheduled_at <= now() THEN
+        PERFORM activity.pa_raise('PA009', 'ACTIVITY_IN_PAST', 'The activity has already started', ids);
+    ELSIF a.activity_privacy_level <> 'invite_only' THEN
+        PERFORM activity.pa_raise('PA009', 'NOT_INVITE_ONLY',
+                                  'Only invite-only activities take invitations', ids);
+    END IF;
+END $$;
+
+-- Why one user cannot be invited (contract 8's per-item order), or NULL when they can.
+CREATE OR REPLACE FUNCTION activity.pa_invitation_refusal(a activity.activities, p_inviter uuid,
+                                                          p_invitee uuid)
+RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT CASE
+        WHEN p_invitee = p_inviter THEN 'CANNOT_INVITE_SELF'
+        WHEN NOT EXISTS (SELECT 1 FROM activity.users WHERE user_id = p_invitee) THEN 'USER_NOT_FOUND'
+        WHEN activity.pa_blocked(p_invitee, p_inviter)
+          OR activity.pa_blocked(p_invitee, a.organizer_user_id) THEN 'BLOCKED'
+        WHEN activity.pa_registered_role(a.activity_id, p_invitee) IS NOT NULL
+          OR EXISTS (SELECT 1 FROM activity.waitlist_entries w
+                     WHERE w.activity_id = a.activity_id AND w.user_id = p_invitee)
+            THEN 'ALREADY_PARTICIPANT'
+        WHEN EXISTS (SELECT 1 FROM activity.activity_invitations i
+                     WHERE i.activity_id = a.activity_id AND i.user_id = p_invitee
+                       AND i.status = 'pending' AND i.expires_at > now()) THEN 'ALREADY_INVITED'
+    END
+$$;
+
+-- A new pending invitation. An earlier one that ran out is recorded as expired first, so a
+-- pair has at most one pending row.
+CREATE OR REPLACE FUNCTION activity.pa_invite(p_activity_id uuid, p_inviter uuid, p_invitee uuid,
+                                              p_message text, p_expires_in_hours integer)
+RETURNS uuid LANGUAGE plpgsql AS $$
+DECLARE
+    v_id uuid;
+BEGIN
+    UPDATE activity.activity_invitations i SET status = 'expired'
+    WHERE i.activity_id = p_activity_id AND i.user_id = p_invitee AND i.status = 'pending'
+      AND i.expires_at <= now();
+    INSERT INTO activity.activity_invitations AS i
+        (activity_id, user_id, invited_by_user_id, status, invited_at, expires_at, message)
+    VALUES (p_activity_id, p_invitee, p_inviter, 'pending', now(),
+            now() + make_interval(hours => p_expires_in_hours), nullif(p_message, ''))
+    RETURNING i.invitation_id INTO v_id;
+    RETURN v_id;
+END $$;
+
+-- Invites each user in p_user_ids; refusals come back in failures, in request order. The
+-- activity lock keeps two senders from both creating a pending invitation for the same user.
+CREATE OR REPLACE FUNCTION activity.sp_send_invitations(p_activity_id uuid, p_acting_user_id uuid,
+    p_user_ids uuid[] DEFAULT '{}', p_message text DEFAULT NULL,
+    p_expires_in_hours integer DEFAULT 72)
+RETURNS TABLE (activity_id uuid, invitations jsonb, failures jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
+    v_created uuid[] := '{}';
+    v_failures jsonb := '[]';
+    v_invitee uuid;
+    v_reason text;
+BEGIN
+    PERFORM activity.pa_check_inviting(a, p_acting_user_id);
+    FOREACH v_invitee IN ARRAY p_user_ids LOOP
+        v_reason := activity.pa_invitation_refusal(a, p_acting_user_id, v_invitee);
+        IF v_reason IS NULL THEN
+            v_created := v_created || activity.pa_invite(p_activity_id, p_acting_user_id, v_invitee,
+                                                         p_message, p_expires_in_hours);
+        ELSE
+            v_failures := v_failures || jsonb_build_object('user_id', v_invitee, 'reason', v_reason);
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    SELECT p_activity_id,
+           coalesce((SELECT jsonb_agg(to_jsonb(v) ORDER BY array_position(v_created, v.invitation_id))
+                     FROM activity.pa_invitations() v WHERE v.invitation_id = ANY (v_created)),
+                    '[]'::jsonb),
+           v_failures;
+END $$;
+
+-- Sender, organizer and co-organizers manage an invitation.
+CREATE OR REPLACE FUNCTION activity.pa_manages_invitation(i activity.activity_invitations,
+                                                          p_user uuid)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT i.invited_by_user_id = p_user
+        OR activity.pa_manages((SELECT a FROM activity.activities a
+                                WHERE a.activity_id = i.activity_id), p_user)
+$$;
+
+-- Only a pending, unexpired invitation can be answered or cancelled.
+CREATE OR REPLACE FUNCTION activity.pa_check_open(i activity.activity_invitations)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    ids jsonb := jsonb_build_object('invitation_id', i.invitation_id, 'activity_id', i.activity_id);
+BEGIN
+    IF i.status = 'cancelled' THEN
+        PERFORM activity.pa_raise('PA009', 'INVITATION_CANCELLED', 'The invitation was cancelled', ids);
+    ELSIF i.status IN ('accepted', 'declined') THEN
+        PERFORM activity.pa_raise('PA009', 'ALREADY_RESPONDED',
+                                  'The invitation has already been answered', ids);
+    ELSIF i.status = 'expired' OR i.expires_at <= now() THEN
+        PERFORM activity.pa_raise('PA009', 'INVITATION_EXPIRED', 'The invitation has expired', ids);
+    END IF;
+END $$;
+
+-- The invitation locked for an answer from p_user, its invitee. Invitations p_user neither
+-- received nor manages are reported as missing; those they manage but did not receive are
+-- not theirs to answer.
+CREATE OR REPLACE FUNCTION activity.pa_lock_invitation_to_answer(p_invitation_id uuid, p_user uuid)
+RETURNS activity.activity_invitations LANGUAGE plpgsql AS $$
+DECLARE
+    i activity.activity_invitations;
+BEGIN
+    SELECT * INTO i FROM activity.activity_invitations x WHERE x.invitation_id = p_invitation_id
+    FOR UPDATE;
+    IF i.invitation_id IS NULL
+       OR (i.user_id <> p_user AND NOT activity.pa_manages_invitation(i, p_user)) THEN
+        PERFORM activity.pa_raise('PA005', 'INVITATION_NOT_FOUND', 'Invitation not found',
+                                  jsonb_build_object('invitation_id', p_invitation_id));
+    ELSIF i.user_id <> p_user THEN
+        PERFORM activity.pa_raise('PA007', 'NOT_AUTHORIZED', 'Only the invitee may answer an invitation',
+                                  jsonb_build_object('invitation_id', p_invitation_id));
+    END IF;
+    PERFORM activity.pa_check_open(i);
+    RETURN i;
+END $$;
+
+-- Every join check except the invitation requirement, then registered or waitlisted exactly as
+-- a join, under the same activity lock (taken before the invitation row, as everywhere).
+CREATE OR REPLACE FUNCTION activity.sp_accept_invitation(p_invitation_id uuid, p_user_id uuid)
+RETURNS TABLE (invitation_id uuid, activity_id uuid, participation_status text,
+               waitlist_position integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_activity_id uuid := (SELECT x.activity_id FROM activity.activity_invitations x
+                           WHERE x.invitation_id = p_invitation_id);
+    a activity.activities;
+    r record;
+BEGIN
+    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = v_activity_id
+    FOR NO KEY UPDATE;
+    PERFORM activity.pa_lock_invitation_to_answer(p_invitation_id, p_user_id);
+    PERFORM activity.pa_check_join(a, v_activity_id, p_user_id, false);
+    r := activity.pa_admit(a, p_user_id);
+    RETURN QUERY SELECT p_invitation_id, v_activity_id, r.participation_status, r.waitlist_position;
+END $$;
+
+CREATE OR REPLACE FUNCTION activity.sp_decline_invitation(p_invitation_id uuid, p_user_id uuid)
+RETURNS TABLE (invitation_id uuid, activity_id uuid)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i activity.activity_invitations := activity.pa_lock_invitation_to_answer(p_invitation_id,
+                                                                             p_user_id);
+BEGIN
+    UPDATE activity.activity_invitations x SET status = 'declined', responded_at = now()
+    WHERE x.invitation_id = p_invitation_id;
+    RETURN QUERY SELECT p_invitation_id, i.activity_id;
+END $$;
+
+-- The sender, the organizer and co-organizers may cancel; the invitee may not; to anyone else
+-- the invitation does not exist.
+CREATE OR REPLACE FUNCTION activity.sp_cancel_invitation(p_invitation_id uuid, p_user_id uuid)
+RETURNS TABLE (invitation_id uuid, activity_id uuid)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i activity.activity_invitations;
+BEGIN
+    SELECT * INTO i FROM activity.activity_invitations x WHERE x.invitation_id = p_invitation_id
+    FOR UPDATE;
+    IF i.invitation_id IS NULL
+       OR (i.user_id <> p_user_id AND NOT activity.pa_manages_invitation(i, p_user_id)) THEN
+        PERFORM activity.pa_raise('PA005', 'INVITATION_NOT_FOUND', 'Invitation not found',
+                                  jsonb_build_object('invitation_id', p_invitation_id));
+    ELSIF NOT activity.pa_manages_invitation(i, p_user_id) THEN
+        PERFORM activity.pa_raise('PA007', 'NOT_AUTHORIZED', 'The invitee cannot cancel an invitation',
+                                  jsonb_build_object('invitation_id', p_invitation_id));
+    END IF;
+    PERFORM activity.pa_check_open(i);
+    UPDATE activity.activity_invitations x SET status = 'cancelled', responded_at = now()
+    WHERE x.invitation_id = p_invitation_id;
+    RETURN QUERY SELECT p_invitation_id, i.activity_id;
+END $$;
+
+-- One page of invitations received by p_invitee or sent by p_sender (the other one NULL),
+-- newest first. Invitations between users blocked with each other are left out.
+CREATE OR REPLACE FUNCTION activity.pa_invitation_page(p_invitee uuid, p_sender uuid,
+    p_activity_id uuid, p_status text, p_page_size integer, p_after jsonb)
+RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+LANGUAGE sql STABLE AS $$
+    WITH matching AS (
+        SELECT v.* FROM activity.pa_invitations() v
+        WHERE (p_invitee IS NULL OR v.user_id = p_invitee)
+          AND (p_sender IS NULL OR v.invited_by_user_id = p_sender)
+          AND (p_activity_id IS NULL OR v.activity_id = p_activity_id)
+          AND (p_status IS NULL OR v.status = p_status)
+          AND NOT activity.pa_blocked(v.user_id, v.invited_by_user_id)
+    ), page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.invited_at DESC, m.invitation_id DESC) AS n
+        FROM matching m
+        WHERE p_after IS NULL
+           OR (m.invited_at, m.invitation_id) < ((p_after->>'t')::timestamptz,
+                                                  (p_after->>'i')::uuid)
+    )
+    SELECT (SELECT count(*) FROM matching),
+           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'n' ORDER BY pg.n)
+                     FROM page pg WHERE pg.n <= p_page_size), '[]'::jsonb),
+           (SELECT jsonb_build_object('t', pg.invited_at, 'i', pg.invitation_id)
+            FROM page pg WHERE pg.n = p_page_size
+              AND EXISTS (SELECT 1 FROM page q WHERE q.n > p_page_size))
+$$;
+
+-- Invitations addressed to the caller, CANCELLED and EXPIRED ones included unless filtered.
+CREATE OR REPLACE FUNCTION activity.sp_get_received_invitations(p_user_id uuid,
+    p_status text DEFAULT NULL, p_page_size integer DEFAULT 20, p_after jsonb DEFAULT NULL)
+RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM activity.pa_invitation_page(p_user_id, NULL, NULL, p_status,
+                                              activity.pa_page_size(p_page_size, 20), p_after)
+$$;
+
+CREATE OR REPLACE FUNCTION activity.sp_get_sent_invitations(p_user_id uuid,
+    p_activity_id uuid DEFAULT NULL, p_status text DEFAULT NULL, p_page_size integer DEFAULT 20,
+    p_after jsonb DEFAULT NULL)
+RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+LANGUAGE sql STABLE AS $$
+    SELECT * FROM activity.pa_invitation_page(NULL, p_user_id, p_activity_id, p_status,
+                                              activity.pa_page_size(p_page_size, 20), p_after)
+$$;

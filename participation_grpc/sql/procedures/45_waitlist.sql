@@ -1,0 +1,34 @@
+-- The waitlist view (contract 2, 4.3): organizer and co-organizers only, in queue order.
+
+-- Users blocked with the caller are left out (their places still count in the positions shown).
+-- Pages continue after queued_seq, which keeps queue order while positions shift.
+CREATE OR REPLACE FUNCTION activity.sp_get_waitlist(p_activity_id uuid, p_user_id uuid,
+    p_page_size integer DEFAULT 50, p_after jsonb DEFAULT NULL)
+RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    a activity.activities := (SELECT x FROM activity.activities x WHERE x.activity_id = p_activity_id);
+    v_size integer := activity.pa_page_size(p_page_size, 50);
+BEGIN
+    IF NOT activity.pa_can_see(a, p_user_id) THEN
+        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found',
+                                  jsonb_build_object('activity_id', p_activity_id));
+    END IF;
+    PERFORM activity.pa_require_manager(a, p_user_id);
+    RETURN QUERY
+    WITH matching AS (
+        SELECT w.user_id, u.username, u.first_name, u.main_photo_url AS profile_photo_url,
+               w.position, w.created_at AS joined_at, w.queued_seq
+        FROM activity.waitlist_entries w JOIN activity.users u ON u.user_id = w.user_id
+        WHERE w.activity_id = p_activity_id AND NOT activity.pa_blocked(w.user_id, p_user_id)
+    ), page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.queued_seq) AS n
+        FROM matching m
+        WHERE p_after IS NULL OR m.queued_seq > (p_after->>'q')::bigint
+    )
+    SELECT (SELECT count(*) FROM matching),
+           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'n' - 'queued_seq' ORDER BY pg.n)
+                     FROM page pg WHERE pg.n <= v_size), '[]'::jsonb),
+           (SELECT jsonb_build_object('q', pg.queued_seq)
+            FROM page pg WHERE pg.n = v_size AND EXISTS (SELECT 1 FROM page q WHERE q.n > v_size));
+END $$;
