@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import grpc
 
@@ -13,9 +13,10 @@ from participation_grpc.auth import TokenVerifier, current_caller
 from participation_grpc.ratelimit import Limiter, limit_class
 
 SERVICE_PREFIX = "/participation.v1.ParticipationService/"
-Context = grpc.aio.ServicerContext[Any, Any]
-Behaviour = Callable[[Any, Context], Awaitable[Any]]
-Handler = grpc.RpcMethodHandler[Any, Any]
+# Strings: grpc's classes are generic in its type stubs only, not at run time.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Behaviour: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
 
 
 class UnaryInterceptor(grpc.aio.ServerInterceptor):
