@@ -84,6 +84,27 @@ class Seed:
             activity_id, user_id, by, status, min(now(), now() + expires_in - timedelta(hours=1)),
             now() + expires_in)
 
+    async def participant(self, activity_id: uuid.UUID, user_id: uuid.UUID, *,
+                          role: str = "member", status: str = "registered",
+                          attendance: str = "registered") -> None:
+        """A participants row as the platform would hold it, with the seat counter kept true
+        (also for activities that have already started, which nobody can join any more)."""
+        await self.conn.execute(
+            """INSERT INTO activity.participants (activity_id, user_id, role, participation_status,
+                   attendance_status, joined_at) VALUES ($1, $2, $3, $4, $5, now())""",
+            activity_id, user_id, role, status, attendance)
+        await self.conn.execute(
+            """UPDATE activity.activities SET current_participants_count =
+                   (SELECT count(*) FROM activity.participants p WHERE p.activity_id = $1
+                      AND p.participation_status = 'registered')
+               WHERE activity_id = $1""", activity_id)
+
+    async def user_counters(self, user_id: uuid.UUID) -> dict[str, Any]:
+        row = await self.conn.fetchrow(
+            """SELECT no_show_count, activities_attended_count, verification_count
+               FROM activity.users WHERE user_id = $1""", user_id)
+        return dict(row)
+
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record:
         return await self.conn.fetchrow(query, *args)
 
