@@ -11,6 +11,7 @@ from participation_grpc.errors import RETRYABLE_SQLSTATES
 
 log = logging.getLogger(__name__)
 _RACE_ATTEMPTS = 5
+_PING_SECONDS = 2.0  # a health check must answer even when the database hangs
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:
@@ -52,9 +53,9 @@ class Database:
                 log.info("retrying after %s (attempt %d)", exc.sqlstate, attempt)
         raise AssertionError("unreachable")
 
-    async def is_reachable(self, timeout: float = 2.0) -> bool:
+    async def is_reachable(self) -> bool:
         try:
-            await self._pool.fetchval("SELECT 1", timeout=timeout)
+            await self._pool.fetchval("SELECT 1", timeout=_PING_SECONDS)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         return True

@@ -49,7 +49,7 @@ def main() -> int:
         gen = Path(tmp) / "participation" / "v1"
         if "--check" in sys.argv:
             names = sorted(p.name for p in gen.iterdir())
-            match, mismatch, errors = filecmp.cmpfiles(gen, TARGET, names, shallow=False)
+            _, mismatch, errors = filecmp.cmpfiles(gen, TARGET, names, shallow=False)
             extra = {p.name for p in TARGET.glob("*.py*")} - set(names)
             if mismatch or errors or extra:
                 print("generated code drifted from the proto; run 'make proto':",

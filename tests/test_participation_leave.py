@@ -1,6 +1,7 @@
 """LeaveActivity and CancelParticipation: who may, the waitlist moving up, exact counters."""
 
 import uuid
+
 import grpc
 import pytest
 
@@ -98,7 +99,7 @@ async def test_promotion_on_xxl_activity_keeps_blocked_users(service: Service) -
 
 
 async def test_leave_then_join_again_goes_through_every_check(service: Service) -> None:
-    activity, _, members, queue = await full_activity(service, seats=2, waiting=1)
+    activity, _, members, _ = await full_activity(service, seats=2, waiting=1)
     await leave(service, members[0], activity)
     again = await join(service, members[0], activity)
     assert again.participation_status == pb.PARTICIPATION_STATUS_WAITLISTED
@@ -208,7 +209,7 @@ async def test_cancel_while_waitlisted_is_not_participant(service: Service) -> N
 
 
 async def test_cancelled_user_back_on_waitlist_is_waitlisted_not_cancelled(service: Service) -> None:
-    activity, _, members, queue = await full_activity(service, seats=2, waiting=0)
+    activity, _, members, _ = await full_activity(service, seats=2, waiting=0)
     await cancel(service, members[0], activity)
     other = await service.seed.user()
     await join(service, other, activity)

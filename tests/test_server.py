@@ -58,7 +58,7 @@ async def test_grpcurl_joins_an_activity_with_a_bearer_token(service: Service) -
 
 async def test_grpcurl_shows_error_details(service: Service) -> None:
     user = await service.seed.user()
-    code, out, err = await run(
+    code, _, err = await run(
         str(BIN / "grpcurl"), "-plaintext", "-H", f"authorization: Bearer {service.token(user)}",
         "-d", json.dumps({"activity_id": str(uuid.uuid4())}), service.address,
         f"{SERVICE}/JoinActivity")
