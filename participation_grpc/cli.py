@@ -8,8 +8,13 @@ import logging
 import signal
 import sys
 import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from participation_grpc.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from participation_grpc.app import App
 
 log = logging.getLogger("participation_grpc")
 
@@ -53,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     return asyncio.run(serve(settings))
 
 
-async def serve(settings: Settings) -> int:
-    """Serve until SIGTERM or SIGINT, then drain in-flight calls and exit 0."""
+async def serve(settings: Settings, on_ready: Callable[[App], None] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT, then drain in-flight calls and exit 0.
+
+    `on_ready` runs once the server listens (the dev command prints its banner there)."""
     from participation_grpc.app import App
     from participation_grpc.db import Database
 
@@ -69,6 +76,8 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    if on_ready is not None:
+        on_ready(app)
     await stop.wait()
     log.info("shutting down: draining in-flight calls")
     await app.stop()

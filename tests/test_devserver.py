@@ -1,0 +1,120 @@
+"""The demo data keeps the service's invariants on every load, and `dev` prints a call that works."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import signal
+
+import asyncpg
+import pytest
+
+from participation_grpc.demo import DEMO_USER_ID, SUNDAY_RUN_ID, load_demo
+from participation_grpc.devserver import run_dev
+from participation_grpc.settings import Settings
+
+DEMO_ACTIVITIES = "activity_id::text LIKE 'a0000000-0000-4000-8000-%'"
+
+
+async def _violations(conn: asyncpg.Connection) -> list[str]:
+    """Every broken invariant of the demo activities, as readable lines (empty when all hold)."""
+    rows = await conn.fetch(f"""
+        SELECT a.title,
+               a.current_participants_count = (SELECT count(*) FROM activity.participants p
+                   WHERE p.activity_id = a.activity_id AND p.participation_status = 'registered')
+                   AS seats_exact,
+               a.waitlist_count = (SELECT count(*) FROM activity.waitlist_entries w
+                   WHERE w.activity_id = a.activity_id) AS waitlist_exact,
+               a.current_participants_count <= a.max_participants AS within_capacity,
+               a.scheduled_at > a.created_at AS scheduled_after_created,
+               (SELECT coalesce(bool_and(x.position = x.rn), true)
+                FROM (SELECT w.position, row_number() OVER (ORDER BY w.position) AS rn
+                      FROM activity.waitlist_entries w WHERE w.activity_id = a.activity_id) x)
+                   AS positions_gapless,
+               EXISTS (SELECT 1 FROM activity.participants p
+                       WHERE p.activity_id = a.activity_id AND p.user_id = a.organizer_user_id
+                         AND p.role = 'organizer' AND p.participation_status = 'registered')
+                   AS organizer_seated,
+               NOT EXISTS (SELECT 1 FROM activity.waitlist_entries w
+                           JOIN activity.participants p USING (activity_id, user_id)
+                           WHERE w.activity_id = a.activity_id
+                             AND p.participation_status = 'registered') AS no_double_place,
+               a.current_participants_count = a.max_participants OR a.waitlist_count = 0
+                   AS waitlist_only_when_full
+        FROM activity.activities a WHERE {DEMO_ACTIVITIES}""")
+    return [f"{row['title']}: {name}" for row in rows for name, ok in row.items()
+            if name != "title" and not ok]
+
+
+async def test_demo_data_loads_twice_and_keeps_invariants(database_url: str) -> None:
+    await load_demo(database_url)
+    await load_demo(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await _violations(conn) == []
+        kinds = await conn.fetchrow(f"""
+            SELECT array_agg(DISTINCT activity_privacy_level::text) AS privacy,
+                   array_agg(DISTINCT activity_type::text) AS types,
+                   count(*) FILTER (WHERE status = 'draft') AS drafts,
+                   count(*) FILTER (WHERE waitlist_count > 0
+                                      AND current_participants_count = max_participants) AS full
+            FROM activity.activities WHERE {DEMO_ACTIVITIES}""")
+        assert sorted(kinds["privacy"]) == ["friends_only", "invite_only", "public"]
+        assert sorted(kinds["types"]) == ["mens_only", "standard", "womens_only", "xxl"]
+        assert kinds["drafts"] == 1 and kinds["full"] >= 1
+    finally:
+        await conn.close()
+
+
+async def test_reloading_resets_the_demo_activities(database_url: str) -> None:
+    await load_demo(database_url)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.fetch("SELECT * FROM activity.sp_join_activity($1, $2)",
+                         SUNDAY_RUN_ID, DEMO_USER_ID)
+        await load_demo(database_url)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM activity.participants WHERE activity_id = $1 AND user_id = $2",
+            SUNDAY_RUN_ID, DEMO_USER_ID) == 0
+        assert await conn.fetchval("SELECT scheduled_at > now() FROM activity.activities "
+                                   "WHERE activity_id = $1", SUNDAY_RUN_ID)
+        assert await _violations(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_dev_prints_a_join_command_that_works(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(database_url=database_url, grpc_port=0, rate_limit_enabled=False,
+                        shutdown_grace_seconds=2.0)
+    dev = asyncio.create_task(run_dev(settings))
+    loop = asyncio.get_running_loop()
+    try:
+        printed = ""
+        for _ in range(300):
+            printed += capsys.readouterr().out
+            if "JoinActivity" in printed or dev.done():
+                break
+            await asyncio.sleep(0.1)
+        if dev.done():
+            await dev  # raises what stopped it before the banner
+        command = next(line.strip() for line in printed.splitlines() if "JoinActivity" in line)
+        grpcurl = await asyncio.create_subprocess_exec(
+            *shlex.split(command), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await grpcurl.communicate()
+        assert grpcurl.returncode == 0, err.decode()
+        reply = json.loads(out)
+        assert reply["activity_id"] == str(SUNDAY_RUN_ID)
+        assert reply["user_id"] == str(DEMO_USER_ID)
+        assert reply["participation_status"] == "PARTICIPATION_STATUS_REGISTERED"
+        os.kill(os.getpid(), signal.SIGTERM)  # caught by the server's handler: a clean stop
+        assert await asyncio.wait_for(dev, 30) == 0
+    finally:
+        if not dev.done():
+            dev.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
