@@ -1,0 +1,99 @@
+"""Redis killed under traffic and started again: callers never notice, limits never lapse."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from participation_grpc import metrics
+from participation_grpc.health import SERVICE_NAME
+from participation_grpc.ratelimit import KEY_PREFIX, RedisLimiter
+from participation_grpc.settings import RateLimits
+from tests.conftest import error_info, start_service
+from tests.conftest import test_settings as settings_for
+from tests.redis_server import RedisServer
+from tests.test_ratelimit_service import Server, admit, retry_seconds
+
+LIMITS = RateLimits(read=6)
+OUTAGES = "ratelimit_redis_outages_total"
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+async def replicas(database_url: str, private_redis: RedisServer
+                   ) -> AsyncIterator[tuple[Server, Server]]:
+    """Two servers sharing the private Redis; an unreachable Redis is asked again at once, so
+    the test drives recovery by its calls, not by waiting."""
+    started = []
+    for _ in range(2):
+        settings = settings_for(database_url, rate_limit_enabled=True, rate_limits=LIMITS,
+                                redis_url=private_redis.url, redis_retry_seconds=0.0)
+        app, db = await start_service(settings)
+        started.append(Server(app, db, grpc.aio.insecure_channel(f"127.0.0.1:{app.port}"),
+                              settings))
+    yield started[0], started[1]
+    for server in started:
+        await server.close()
+
+
+def using_redis(server: Server) -> bool:
+    assert isinstance(server.app.limiter, RedisLimiter)
+    return server.app.limiter.using_redis
+
+
+async def health(server: Server, service: str) -> int:
+    stub = health_pb2_grpc.HealthStub(server.channel)
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+    status: int = reply.status
+    return status
+
+
+async def test_redis_outage_falls_back_to_local_limits_and_recovers_the_shared_budget(
+        replicas: tuple[Server, Server], private_redis: RedisServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    first, second = replicas
+    user = uuid.uuid4()
+    for server in (first, second, first, second):
+        await admit(server, "read", user, 1)
+    outages = metrics.snapshot().get(OUTAGES, 0)
+
+    private_redis.kill()
+    with caplog.at_level(logging.WARNING, "participation_grpc.ratelimit"):
+        # Each replica remembers the two calls Redis admitted through it: four more each.
+        await admit(first, "read", user, 4)
+        await admit(second, "read", user, 4)
+        exc = await first.refusal("read", user)  # limited per replica, never unlimited
+        assert error_info(exc).reason == "RATE_LIMITED" and retry_seconds(exc) > 0
+        await admit(first, "write", user, 3)
+        await admit(first, "read", uuid.uuid4(), 6)
+    assert not using_redis(first) and not using_redis(second)
+    for service in ("", SERVICE_NAME):
+        assert await health(first, service) == health_pb2.HealthCheckResponse.SERVING
+    assert metrics.snapshot()[OUTAGES] - outages == 2  # one per replica
+    warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(warnings) == 2
+
+    private_redis.start()  # same port, empty, without the script loaded
+    fresh = uuid.uuid4()
+    for server in (first, second) * 3:
+        await admit(server, "read", fresh, 1)
+    assert using_redis(first) and using_redis(second)
+    # Neither replica alone has seen more than three calls: only the shared budget refuses.
+    await first.refusal("read", fresh)
+    await second.refusal("read", fresh)
+    client = redis.Redis.from_url(private_redis.url)
+    assert client.zcard(f"{KEY_PREFIX}:read:{fresh}") == 6
+    client.close()
