@@ -26,7 +26,8 @@ proto: $(STAMP)          ## regenerate participation_grpc/v1 and build/participa
 proto-check: $(STAMP)    ## fail when the committed generated code differs from the proto
 	$(PY) scripts/protogen.py --check
 
-descriptor: proto        ## build/participation.binpb (with imports) for a REST gateway
+descriptor: $(STAMP)      ## build/participation.binpb (with imports) for a REST gateway
+	$(PY) scripts/protogen.py --descriptor build/participation.binpb
 
 migrate: $(STAMP)
 	$(VENV)/bin/participation-grpc migrate

@@ -27,10 +27,11 @@ async def test_generated_code_matches_the_proto() -> None:
 
 
 @pytest.mark.skipif(shutil.which("npx") is None, reason="npx (Node.js) is needed to run buf")
-async def test_buf_standard_lint_passes() -> None:
-    code, out = await run(sys.executable, "scripts/protogen.py")  # builds the descriptor image
+async def test_buf_standard_lint_passes(tmp_path: Path) -> None:
+    image = tmp_path / "participation.binpb"
+    code, out = await run(sys.executable, "scripts/protogen.py", "--descriptor", str(image))
     assert code == 0, out
-    code, out = await run("npx", "--yes", "@bufbuild/buf@1.75.0", "lint", "build/participation.binpb",
+    code, out = await run("npx", "--yes", "@bufbuild/buf@1.75.0", "lint", str(image),
                           "--config", "buf.yaml", "--path", "participation/v1/participation.proto")
     assert code == 0, out
 
