@@ -15,11 +15,18 @@ T = TypeVar("T")
 
 
 def uuid_field(value: str, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
+    """A UUID in canonical text form (8-4-4-4-12 hex digits, either case); uuid.UUID alone would
+    also take braces, URNs and bare hex, which the contract does not promise to accept."""
+    parsed = None
+    if len(value) == 36:
+        try:
+            parsed = uuid.UUID(value)
+        except ValueError:
+            pass
+    if parsed is None or str(parsed) != value.lower():
         raise invalid_argument(field, "must be a UUID" if value else "is required",
-                               **{field: value}) from None
+                               **{field: value[:64]})
+    return parsed
 
 
 def optional_uuid(value: str, field: str) -> uuid.UUID | None:

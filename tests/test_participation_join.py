@@ -239,3 +239,22 @@ async def test_failed_join_changes_nothing(service: Service) -> None:
     await expect_error(join(service, user, activity), Code.PERMISSION_DENIED, "FRIENDS_ONLY")
     counts = await service.seed.counts(activity)
     assert (counts["counter"], counts["registered"], counts["positions"]) == (1, 1, [])
+
+
+@pytest.mark.parametrize("activity_id", [
+    "", "not-a-uuid", "{12345678-1234-5678-1234-567812345678}", "12345678123456781234567812345678",
+    "urn:uuid:12345678-1234-5678-1234-567812345678", "12345678-1234-5678-1234-5678123456789"])
+async def test_join_refuses_ids_not_in_canonical_form(service: Service, activity_id: str) -> None:
+    user = await service.seed.user()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await join(service, user, activity_id)
+    assert caught.value.code() == Code.INVALID_ARGUMENT
+    bad_request = detail(caught.value, error_details_pb2.BadRequest)
+    assert [v.field for v in bad_request.field_violations] == ["activity_id"]
+
+
+async def test_join_accepts_upper_case_ids(service: Service) -> None:
+    organizer, user = await service.seed.user(), await service.seed.user()
+    activity = await service.seed.activity(organizer)
+    reply = await join(service, user, str(activity).upper())
+    assert reply.activity_id == str(activity)
