@@ -9,10 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from participation_grpc.settings import ASYMMETRIC_ALGORITHMS, ConfigError, Settings
+from participation_grpc.settings import ASYMMETRIC_ALGORITHMS, Settings, load_public_key
 
 
 @dataclass(frozen=True)
@@ -44,7 +42,7 @@ class TokenVerifier:
     def __init__(self, settings: Settings) -> None:
         self._algorithm = settings.jwt_algorithm
         self._key: Any = (
-            _load_public_key(settings.jwt_public_key or "", self._algorithm)
+            load_public_key(settings.jwt_public_key or "", self._algorithm)
             if self._algorithm in ASYMMETRIC_ALGORITHMS
             else settings.jwt_secret_key
         )
@@ -95,14 +93,3 @@ def mint_token(settings: Settings, user_id: uuid.UUID, ttl_seconds: int = 3600,
                **claims}
     return jwt.encode(payload, settings.jwt_secret_key, algorithm="HS256")
 
-
-def _load_public_key(pem: str, algorithm: str) -> Any:
-    """Parsed once at start-up, so a key that cannot serve the algorithm stops the service."""
-    try:
-        key = serialization.load_pem_public_key(pem.encode())
-    except ValueError:
-        raise ConfigError("JWT_PUBLIC_KEY is not a readable PEM public key") from None
-    expected = rsa.RSAPublicKey if algorithm == "RS256" else ec.EllipticCurvePublicKey
-    if not isinstance(key, expected):
-        raise ConfigError(f"JWT_PUBLIC_KEY is not a key for JWT_ALGORITHM={algorithm}")
-    return key

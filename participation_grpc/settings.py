@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 # Obviously a development value: production refuses to start with it (check_production).
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-use-in-production"
@@ -90,6 +94,7 @@ class Settings:
             if not self.jwt_public_key or "BEGIN PUBLIC KEY" not in self.jwt_public_key:
                 raise ConfigError("JWT_PUBLIC_KEY must hold a PEM public key when "
                                   f"JWT_ALGORITHM={self.jwt_algorithm}")
+            load_public_key(self.jwt_public_key, self.jwt_algorithm)
             return
         if not self.is_production:
             return
@@ -99,6 +104,23 @@ class Settings:
             raise ConfigError("JWT_SECRET_KEY is the development default; set a real secret")
         if len(self.jwt_secret_key.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(f"JWT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
+
+
+def load_public_key(pem: str, algorithm: str) -> Any:
+    """The key verifying RS256 / ES256 tokens; one that cannot serve the algorithm stops start-up
+    rather than every call."""
+    try:
+        # Environment files often carry a PEM on one line with literal \n separators.
+        key = serialization.load_pem_public_key(pem.replace("\\n", "\n").encode())
+    except ValueError:
+        raise ConfigError("JWT_PUBLIC_KEY is not a readable PEM public key") from None
+    if algorithm == "RS256" and isinstance(key, rsa.RSAPublicKey):
+        return key
+    # ES256 is ECDSA on P-256 only (RFC 7518, section 3.4).
+    if (algorithm == "ES256" and isinstance(key, ec.EllipticCurvePublicKey)
+            and isinstance(key.curve, ec.SECP256R1)):
+        return key
+    raise ConfigError(f"JWT_PUBLIC_KEY is not a key for JWT_ALGORITHM={algorithm}")
 
 
 def _prod(env: Mapping[str, str]) -> bool:
