@@ -76,7 +76,7 @@ async def test_mark_attendance_by_member_is_not_authorized(service: Service) -> 
 
 
 async def test_cancelled_co_organizer_may_no_longer_mark_attendance(service: Service) -> None:
-    organizer, activity, (member,) = await past_activity(service, 1)
+    _organizer, activity, (member,) = await past_activity(service, 1)
     former = await service.seed.user()
     await service.seed.participant(activity, former, role="co_organizer", status="cancelled")
     await expect_error(mark(service, former, activity, (member, ATTENDED)),
@@ -288,7 +288,7 @@ async def test_pending_verifications_list_attended_people_not_yet_confirmed(
 
 
 async def test_pending_verifications_never_show_blocked_users(service: Service) -> None:
-    _, activity, (me, friend, foe) = await past_activity(service, 3, attended=True)
+    _, _activity, (me, friend, foe) = await past_activity(service, 3, attended=True)
     await service.seed.block(foe, me)
     (item,) = (await pending(service, me)).activities
     assert [p.user_id for p in item.participants_to_confirm] == [str(friend)]

@@ -84,7 +84,7 @@ async def test_promote_by_member_is_not_organizer(service: Service) -> None:
 
 async def test_organizer_role_row_without_organizer_id_gives_no_authority(service: Service) -> None:
     """Authority comes from activities.organizer_user_id, never from a participants role."""
-    organizer, member, activity = await setup(service)
+    _organizer, member, activity = await setup(service)
     impostor = await service.seed.user()
     await service.seed.participant(activity, impostor, role="organizer")
     await expect_error(promote(service, impostor, activity, member),
