@@ -281,7 +281,9 @@ class ParticipationServiceServicer:
         NOT_FOUND           INVITATION_NOT_FOUND, ACTIVITY_NOT_FOUND, USER_NOT_FOUND
         FAILED_PRECONDITION INVITATION_EXPIRED, INVITATION_CANCELLED,
         ALREADY_RESPONDED, and the join checks'
-        PERMISSION_DENIED   the join checks' (USER_BANNED, BLOCKED_USER, ...)
+        PERMISSION_DENIED   NOT_AUTHORIZED (the sender, organizer or a
+        co-organizer answering for the invitee), and the
+        join checks' (USER_BANNED, BLOCKED_USER, ...)
         ALREADY_EXISTS      ALREADY_JOINED
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -291,6 +293,8 @@ class ParticipationServiceServicer:
     def DeclineInvitation(self, request, context):
         """Declines an invitation addressed to the caller.
         NOT_FOUND           INVITATION_NOT_FOUND
+        PERMISSION_DENIED   NOT_AUTHORIZED (the sender, organizer or a
+        co-organizer answering for the invitee)
         FAILED_PRECONDITION INVITATION_EXPIRED, INVITATION_CANCELLED, ALREADY_RESPONDED
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -310,14 +314,16 @@ class ParticipationServiceServicer:
 
     def ListReceivedInvitations(self, request, context):
         """Lists invitations addressed to the caller, newest first, CANCELLED and
-        EXPIRED ones included unless filtered.
+        EXPIRED ones included unless filtered. Invitations from users blocked
+        with the caller are left out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListSentInvitations(self, request, context):
-        """Lists invitations the caller sent, newest first.
+        """Lists invitations the caller sent, newest first. Invitations to users
+        blocked with the caller are left out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -325,7 +331,8 @@ class ParticipationServiceServicer:
 
     def ListWaitlist(self, request, context):
         """Lists an activity's waitlist in order (positions 1..n). Organizer and
-        co-organizers only.
+        co-organizers only. Users blocked with the caller are left out; the
+        others keep their queue positions.
         NOT_FOUND           ACTIVITY_NOT_FOUND
         PERMISSION_DENIED   NOT_AUTHORIZED
         """

@@ -168,12 +168,16 @@ class ParticipationServiceStub:
       NOT_FOUND           INVITATION_NOT_FOUND, ACTIVITY_NOT_FOUND, USER_NOT_FOUND
       FAILED_PRECONDITION INVITATION_EXPIRED, INVITATION_CANCELLED,
                           ALREADY_RESPONDED, and the join checks'
-      PERMISSION_DENIED   the join checks' (USER_BANNED, BLOCKED_USER, ...)
+      PERMISSION_DENIED   NOT_AUTHORIZED (the sender, organizer or a
+                          co-organizer answering for the invitee), and the
+                          join checks' (USER_BANNED, BLOCKED_USER, ...)
       ALREADY_EXISTS      ALREADY_JOINED
     """
     DeclineInvitation: _grpc.UnaryUnaryMultiCallable[_participation_pb2.DeclineInvitationRequest, _participation_pb2.DeclineInvitationResponse]
     """Declines an invitation addressed to the caller.
       NOT_FOUND           INVITATION_NOT_FOUND
+      PERMISSION_DENIED   NOT_AUTHORIZED (the sender, organizer or a
+                          co-organizer answering for the invitee)
       FAILED_PRECONDITION INVITATION_EXPIRED, INVITATION_CANCELLED, ALREADY_RESPONDED
     """
     CancelInvitation: _grpc.UnaryUnaryMultiCallable[_participation_pb2.CancelInvitationRequest, _participation_pb2.CancelInvitationResponse]
@@ -185,13 +189,17 @@ class ParticipationServiceStub:
     """
     ListReceivedInvitations: _grpc.UnaryUnaryMultiCallable[_participation_pb2.ListReceivedInvitationsRequest, _participation_pb2.ListReceivedInvitationsResponse]
     """Lists invitations addressed to the caller, newest first, CANCELLED and
-    EXPIRED ones included unless filtered.
+    EXPIRED ones included unless filtered. Invitations from users blocked
+    with the caller are left out.
     """
     ListSentInvitations: _grpc.UnaryUnaryMultiCallable[_participation_pb2.ListSentInvitationsRequest, _participation_pb2.ListSentInvitationsResponse]
-    """Lists invitations the caller sent, newest first."""
+    """Lists invitations the caller sent, newest first. Invitations to users
+    blocked with the caller are left out.
+    """
     ListWaitlist: _grpc.UnaryUnaryMultiCallable[_participation_pb2.ListWaitlistRequest, _participation_pb2.ListWaitlistResponse]
     """Lists an activity's waitlist in order (positions 1..n). Organizer and
-    co-organizers only.
+    co-organizers only. Users blocked with the caller are left out; the
+    others keep their queue positions.
       NOT_FOUND           ACTIVITY_NOT_FOUND
       PERMISSION_DENIED   NOT_AUTHORIZED
     """
@@ -312,12 +320,16 @@ class ParticipationServiceAsyncStub(ParticipationServiceStub):
       NOT_FOUND           INVITATION_NOT_FOUND, ACTIVITY_NOT_FOUND, USER_NOT_FOUND
       FAILED_PRECONDITION INVITATION_EXPIRED, INVITATION_CANCELLED,
                           ALREADY_RESPONDED, and the join checks'
-      PERMISSION_DENIED   the join checks' (USER_BANNED, BLOCKED_USER, ...)
+      PERMISSION_DENIED   NOT_AUTHORIZED (the sender, organizer or a
+                          co-organizer answering for the invitee), and the
+                          join checks' (USER_BANNED, BLOCKED_USER, ...)
       ALREADY_EXISTS      ALREADY_JOINED
     """
     DeclineInvitation: _aio.UnaryUnaryMultiCallable[_participation_pb2.DeclineInvitationRequest, _participation_pb2.DeclineInvitationResponse]  # type: ignore[assignment]
     """Declines an invitation addressed to the caller.
       NOT_FOUND           INVITATION_NOT_FOUND
+      PERMISSION_DENIED   NOT_AUTHORIZED (the sender, organizer or a
+                          co-organizer answering for the invitee)
       FAILED_PRECONDITION INVITATION_EXPIRED, INVITATION_CANCELLED, ALREADY_RESPONDED
     """
     CancelInvitation: _aio.UnaryUnaryMultiCallable[_participation_pb2.CancelInvitationRequest, _participation_pb2.CancelInvitationResponse]  # type: ignore[assignment]
@@ -329,13 +341,17 @@ class ParticipationServiceAsyncStub(ParticipationServiceStub):
     """
     ListReceivedInvitations: _aio.UnaryUnaryMultiCallable[_participation_pb2.ListReceivedInvitationsRequest, _participation_pb2.ListReceivedInvitationsResponse]  # type: ignore[assignment]
     """Lists invitations addressed to the caller, newest first, CANCELLED and
-    EXPIRED ones included unless filtered.
+    EXPIRED ones included unless filtered. Invitations from users blocked
+    with the caller are left out.
     """
     ListSentInvitations: _aio.UnaryUnaryMultiCallable[_participation_pb2.ListSentInvitationsRequest, _participation_pb2.ListSentInvitationsResponse]  # type: ignore[assignment]
-    """Lists invitations the caller sent, newest first."""
+    """Lists invitations the caller sent, newest first. Invitations to users
+    blocked with the caller are left out.
+    """
     ListWaitlist: _aio.UnaryUnaryMultiCallable[_participation_pb2.ListWaitlistRequest, _participation_pb2.ListWaitlistResponse]  # type: ignore[assignment]
     """Lists an activity's waitlist in order (positions 1..n). Organizer and
-    co-organizers only.
+    co-organizers only. Users blocked with the caller are left out; the
+    others keep their queue positions.
       NOT_FOUND           ACTIVITY_NOT_FOUND
       PERMISSION_DENIED   NOT_AUTHORIZED
     """
@@ -525,7 +541,9 @@ class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
           NOT_FOUND           INVITATION_NOT_FOUND, ACTIVITY_NOT_FOUND, USER_NOT_FOUND
           FAILED_PRECONDITION INVITATION_EXPIRED, INVITATION_CANCELLED,
                               ALREADY_RESPONDED, and the join checks'
-          PERMISSION_DENIED   the join checks' (USER_BANNED, BLOCKED_USER, ...)
+          PERMISSION_DENIED   NOT_AUTHORIZED (the sender, organizer or a
+                              co-organizer answering for the invitee), and the
+                              join checks' (USER_BANNED, BLOCKED_USER, ...)
           ALREADY_EXISTS      ALREADY_JOINED
         """
 
@@ -537,6 +555,8 @@ class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_participation_pb2.DeclineInvitationResponse, _abc.Awaitable[_participation_pb2.DeclineInvitationResponse]]:
         """Declines an invitation addressed to the caller.
           NOT_FOUND           INVITATION_NOT_FOUND
+          PERMISSION_DENIED   NOT_AUTHORIZED (the sender, organizer or a
+                              co-organizer answering for the invitee)
           FAILED_PRECONDITION INVITATION_EXPIRED, INVITATION_CANCELLED, ALREADY_RESPONDED
         """
 
@@ -560,7 +580,8 @@ class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_participation_pb2.ListReceivedInvitationsResponse, _abc.Awaitable[_participation_pb2.ListReceivedInvitationsResponse]]:
         """Lists invitations addressed to the caller, newest first, CANCELLED and
-        EXPIRED ones included unless filtered.
+        EXPIRED ones included unless filtered. Invitations from users blocked
+        with the caller are left out.
         """
 
     @_abc_1.abstractmethod
@@ -569,7 +590,9 @@ class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _participation_pb2.ListSentInvitationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_participation_pb2.ListSentInvitationsResponse, _abc.Awaitable[_participation_pb2.ListSentInvitationsResponse]]:
-        """Lists invitations the caller sent, newest first."""
+        """Lists invitations the caller sent, newest first. Invitations to users
+        blocked with the caller are left out.
+        """
 
     @_abc_1.abstractmethod
     def ListWaitlist(
@@ -578,7 +601,8 @@ class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_participation_pb2.ListWaitlistResponse, _abc.Awaitable[_participation_pb2.ListWaitlistResponse]]:
         """Lists an activity's waitlist in order (positions 1..n). Organizer and
-        co-organizers only.
+        co-organizers only. Users blocked with the caller are left out; the
+        others keep their queue positions.
           NOT_FOUND           ACTIVITY_NOT_FOUND
           PERMISSION_DENIED   NOT_AUTHORIZED
         """
