@@ -200,7 +200,8 @@ FROM (VALUES
     ('10', '07', 1), ('10', '08', 2), ('10', '09', 3),
     ('11', '08', 1), ('11', '10', 2)
 ) AS v(act, u, position)
-JOIN demo_activities a ON a.activity_id = ('a0000000-0000-4000-8000-0000000000' || v.act)::uuid;
+JOIN demo_activities a ON a.activity_id = ('a0000000-0000-4000-8000-0000000000' || v.act)::uuid
+ORDER BY v.act, v.position;  -- any column the service numbers at insert follows queue order
 
 -- Counters equal the rows, as the service keeps them.
 UPDATE activity.activities a
