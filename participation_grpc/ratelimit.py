@@ -139,7 +139,9 @@ class RedisLimiter:
         self._retry_seconds = retry_seconds
         self._clock = clock
         self._down_until: float | None = None
-        self._members = (f"{secrets.token_hex(6)}:{n}" for n in itertools.count())
+        # Log entries must be unique across replicas, or two calls in one microsecond would merge.
+        replica = secrets.token_hex(6)
+        self._members = (f"{replica}:{n}" for n in itertools.count())
         self.local = LocalLimiter(limits, clock)
 
     @property
