@@ -77,5 +77,9 @@ class App:
 
 
 def _page_token_key(settings: Settings) -> bytes:
-    """Every replica derives the same key from the configured token key material."""
+    """The same on every replica. Without PAGE_TOKEN_SECRET under RS256/ES256 it comes from the
+    public key: tokens are then checked for integrity but could be forged, which only moves the
+    start of the forger's own page (the position is bound as typed SQL parameters)."""
+    if settings.page_token_secret:
+        return settings.page_token_secret.encode()
     return (settings.jwt_public_key or settings.jwt_secret_key).encode()

@@ -44,6 +44,9 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = 30
+    # Signs page tokens. Unset: derived from JWT_SECRET_KEY (HS256), which every replica shares;
+    # with RS256/ES256 the only shared key material is public, so set it there.
+    page_token_secret: str | None = None
     grpc_host: str = "0.0.0.0"
     grpc_port: int = 50051
     rate_limit_enabled: bool = True
@@ -70,6 +73,7 @@ class Settings:
             jwt_issuer=env.get("JWT_ISSUER"),
             jwt_audience=env.get("JWT_AUDIENCE"),
             jwt_leeway_seconds=_int(env, "JWT_LEEWAY_SECONDS", 30, minimum=0),
+            page_token_secret=env.get("PAGE_TOKEN_SECRET"),
             grpc_host=env.get("GRPC_HOST", "0.0.0.0"),
             grpc_port=_int(env, "GRPC_PORT", 50051, minimum=0),
             rate_limit_enabled=_bool(env, "RATE_LIMIT_ENABLED", True),

@@ -59,8 +59,8 @@ class Seed:
     async def start(self, activity_id: uuid.UUID, ago: timedelta = timedelta(minutes=1)) -> None:
         """The activity begins (it began `ago`), as time passing would have it."""
         await self.conn.execute(
-            "UPDATE activity.activities SET created_at = $2::timestamptz - interval '1 day', scheduled_at = $2 "
-            "WHERE activity_id = $1", activity_id, now() - ago)
+            "UPDATE activity.activities SET created_at = $2::timestamptz - interval '1 day', "
+            "scheduled_at = $2 WHERE activity_id = $1", activity_id, now() - ago)
 
     async def block(self, blocker: uuid.UUID, blocked: uuid.UUID) -> None:
         await self.conn.execute(
