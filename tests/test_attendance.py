@@ -335,3 +335,11 @@ async def test_pending_verifications_page_with_tokens_latest_first(service: Serv
     assert seen == activities  # latest first: the one that started 3 hours ago leads
     await expect_error(pending(service, organizer, page_size=2, page_token="forged"),
                        Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+
+
+async def test_activity_hidden_by_block_with_organizer_leaves_pending_and_confirm(
+        service: Service) -> None:
+    organizer, activity, (me, other) = await past_activity(service, attended=True)
+    await service.seed.block(me, organizer)
+    assert (await pending(service, me)).total_size == 0
+    await expect_error(confirm(service, me, activity, other), Code.NOT_FOUND, "ACTIVITY_NOT_FOUND")

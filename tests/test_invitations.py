@@ -626,3 +626,14 @@ async def test_sent_invitations_with_malformed_activity_is_invalid_argument(
     request = pb.ListSentInvitationsRequest(activity_id="nope")
     await expect_error(service.call("ListSentInvitations", await service.seed.user(), request),
                        Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+
+
+async def test_received_invitations_leave_out_activities_the_invitee_cannot_see(
+        service: Service) -> None:
+    organizer, activity = await invite_only(service)
+    co, guest = await service.seed.user(), await service.seed.user()
+    await service.seed.participant(activity, co, role="co_organizer")
+    await send(service, co, activity, guest)
+    await service.seed.block(organizer, guest)
+    assert (await received(service, guest)).total_size == 0
+    assert (await sent(service, co)).total_size == 1

@@ -315,7 +315,8 @@ class ParticipationServiceServicer:
     def ListReceivedInvitations(self, request, context):
         """Lists invitations addressed to the caller, newest first, CANCELLED and
         EXPIRED ones included unless filtered. Invitations from users blocked
-        with the caller are left out.
+        with the caller, and to activities the caller can no longer see (a draft
+        again, a block with the organizer), are left out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -190,7 +190,8 @@ class ParticipationServiceStub:
     ListReceivedInvitations: _grpc.UnaryUnaryMultiCallable[_participation_pb2.ListReceivedInvitationsRequest, _participation_pb2.ListReceivedInvitationsResponse]
     """Lists invitations addressed to the caller, newest first, CANCELLED and
     EXPIRED ones included unless filtered. Invitations from users blocked
-    with the caller are left out.
+    with the caller, and to activities the caller can no longer see (a draft
+    again, a block with the organizer), are left out.
     """
     ListSentInvitations: _grpc.UnaryUnaryMultiCallable[_participation_pb2.ListSentInvitationsRequest, _participation_pb2.ListSentInvitationsResponse]
     """Lists invitations the caller sent, newest first. Invitations to users
@@ -342,7 +343,8 @@ class ParticipationServiceAsyncStub(ParticipationServiceStub):
     ListReceivedInvitations: _aio.UnaryUnaryMultiCallable[_participation_pb2.ListReceivedInvitationsRequest, _participation_pb2.ListReceivedInvitationsResponse]  # type: ignore[assignment]
     """Lists invitations addressed to the caller, newest first, CANCELLED and
     EXPIRED ones included unless filtered. Invitations from users blocked
-    with the caller are left out.
+    with the caller, and to activities the caller can no longer see (a draft
+    again, a block with the organizer), are left out.
     """
     ListSentInvitations: _aio.UnaryUnaryMultiCallable[_participation_pb2.ListSentInvitationsRequest, _participation_pb2.ListSentInvitationsResponse]  # type: ignore[assignment]
     """Lists invitations the caller sent, newest first. Invitations to users
@@ -581,7 +583,8 @@ class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_participation_pb2.ListReceivedInvitationsResponse, _abc.Awaitable[_participation_pb2.ListReceivedInvitationsResponse]]:
         """Lists invitations addressed to the caller, newest first, CANCELLED and
         EXPIRED ones included unless filtered. Invitations from users blocked
-        with the caller are left out.
+        with the caller, and to activities the caller can no longer see (a draft
+        again, a block with the organizer), are left out.
         """
 
     @_abc_1.abstractmethod

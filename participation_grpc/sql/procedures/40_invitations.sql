@@ -212,7 +212,9 @@ BEGIN
 END $$;
 
 -- One page of invitations received by p_invitee or sent by p_sender (the other one NULL),
--- newest first. Invitations between users blocked with each other are left out.
+-- newest first. Invitations between users blocked with each other are left out, and so are
+-- those to activities the invitee can no longer see (contract 4.2: a draft again, or a block
+-- with the organizer).
 CREATE OR REPLACE FUNCTION activity.pa_invitation_page(p_invitee uuid, p_sender uuid,
     p_activity_id uuid, p_status text, p_page_size integer, p_after jsonb)
 RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
@@ -224,6 +226,9 @@ LANGUAGE sql STABLE AS $$
           AND (p_activity_id IS NULL OR v.activity_id = p_activity_id)
           AND (p_status IS NULL OR v.status = p_status)
           AND NOT activity.pa_blocked(v.user_id, v.invited_by_user_id)
+          AND (p_invitee IS NULL
+               OR activity.pa_can_see((SELECT a FROM activity.activities a
+                                       WHERE a.activity_id = v.activity_id), p_invitee))
     ), page AS (
         SELECT m.*, row_number() OVER (ORDER BY m.invited_at DESC, m.invitation_id DESC) AS n
         FROM matching m
