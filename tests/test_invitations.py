@@ -379,6 +379,16 @@ async def test_accept_while_already_registered_is_already_joined(service: Servic
                        Code.ALREADY_EXISTS, "ALREADY_JOINED")
 
 
+async def test_accept_by_the_organizer_is_user_is_organizer(service: Service) -> None:
+    """Only reachable with data written by other software: the service never invites them."""
+    organizer, activity = await invite_only(service)
+    co = await service.seed.user()
+    await service.seed.participant(activity, co, role="co_organizer")
+    invitation = await service.seed.invitation(activity, organizer, co)
+    await expect_error(answer(service, "AcceptInvitation", organizer, invitation),
+                       Code.FAILED_PRECONDITION, "USER_IS_ORGANIZER")
+
+
 async def test_accept_in_priority_window_by_free_member_is_premium_only_period(
         service: Service) -> None:
     organizer, activity = await invite_only(service, joinable_at_free=now() + timedelta(days=1))
