@@ -331,6 +331,16 @@ async def test_accept_after_organizer_block_placed_later_is_blocked_user(service
     assert await invitation_status(service, invitation) == "pending"
 
 
+async def test_accept_on_xxl_activity_still_refuses_blocked_invitee(service: Service) -> None:
+    """Only joining ignores blocks on XXL activities; accepting does not (contract 4.1)."""
+    organizer, activity = await invite_only(service, type_="xxl")
+    guest = await service.seed.user()
+    invitation = await service.seed.invitation(activity, guest, organizer)
+    await service.seed.block(guest, organizer)
+    await expect_error(answer(service, "AcceptInvitation", guest, invitation),
+                       Code.PERMISSION_DENIED, "BLOCKED_USER")
+
+
 async def test_accept_by_banned_invitee_is_user_banned(service: Service) -> None:
     organizer, activity = await invite_only(service)
     guest = await service.seed.user()

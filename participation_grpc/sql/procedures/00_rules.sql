@@ -144,9 +144,10 @@ BEGIN
 END $$;
 
 -- Contract 4.3's join checks, first failure wins. Shared by join and accept; accept passes
--- p_need_invitation = false (the invitation it accepts is the invitation).
+-- p_accepting = true: the invitation it accepts is the invitation, and only joining (not
+-- accepting) ignores blocks on XXL activities (contract 4.1).
 CREATE OR REPLACE FUNCTION activity.pa_check_join(a activity.activities, p_activity_id uuid,
-                                                  p_user uuid, p_need_invitation boolean)
+                                                  p_user uuid, p_accepting boolean)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     u activity.users;
@@ -177,14 +178,15 @@ BEGIN
                   WHERE activity_id = p_activity_id AND user_id = p_user) THEN
         PERFORM activity.pa_raise('PA006', 'ALREADY_JOINED',
                                   'The user is already registered or waitlisted', ids);
-    ELSIF a.activity_type <> 'xxl' AND activity.pa_blocked(p_user, a.organizer_user_id) THEN
+    ELSIF (a.activity_type <> 'xxl' OR p_accepting)
+          AND activity.pa_blocked(p_user, a.organizer_user_id) THEN
         PERFORM activity.pa_raise('PA007', 'BLOCKED_USER',
                                   'The user cannot join an activity of this organizer', ids);
     ELSIF a.activity_privacy_level = 'friends_only'
           AND NOT activity.pa_friends(p_user, a.organizer_user_id) THEN
         PERFORM activity.pa_raise('PA007', 'FRIENDS_ONLY',
                                   'Only friends of the organizer may join this activity', ids);
-    ELSIF a.activity_privacy_level = 'invite_only' AND p_need_invitation
+    ELSIF a.activity_privacy_level = 'invite_only' AND NOT p_accepting
           AND NOT EXISTS (SELECT 1 FROM activity.activity_invitations
                           WHERE activity_id = p_activity_id AND user_id = p_user
                             AND status = 'pending' AND expires_at > now()) THEN

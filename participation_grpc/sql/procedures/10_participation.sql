@@ -11,7 +11,7 @@ BEGIN
     -- Every join of this activity queues here: capacity and positions are decided one at a time.
     SELECT * INTO a FROM activity.activities x WHERE x.activity_id = p_activity_id
     FOR NO KEY UPDATE;
-    PERFORM activity.pa_check_join(a, p_activity_id, p_user_id, true);
+    PERFORM activity.pa_check_join(a, p_activity_id, p_user_id, false);
     r := activity.pa_admit(a, p_user_id);
     RETURN QUERY SELECT p_activity_id, p_user_id, r.participation_status, r.role,
                         r.waitlist_position, r.joined_at;

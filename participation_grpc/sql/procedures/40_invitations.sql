@@ -170,7 +170,7 @@ BEGIN
     SELECT * INTO a FROM activity.activities x WHERE x.activity_id = v_activity_id
     FOR NO KEY UPDATE;
     PERFORM activity.pa_lock_invitation_to_answer(p_invitation_id, p_user_id);
-    PERFORM activity.pa_check_join(a, v_activity_id, p_user_id, false);
+    PERFORM activity.pa_check_join(a, v_activity_id, p_user_id, true);
     r := activity.pa_admit(a, p_user_id);
     RETURN QUERY SELECT p_invitation_id, v_activity_id, r.participation_status, r.waitlist_position;
 END $$;
