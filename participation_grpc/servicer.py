@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from participation_grpc import procedures
 from participation_grpc.auth import current_caller
 from participation_grpc.convert import to_message
 from participation_grpc.db import Database
 from participation_grpc.paging import PageTokens, page_size
+from participation_grpc.procedures import Page
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc as pb_grpc
 from participation_grpc.validation import (
@@ -25,6 +27,7 @@ from participation_grpc.validation import (
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
+R = TypeVar("R", bound=Message)
 _STATUS = pb.ParticipationStatus.DESCRIPTOR
 _ROLE = pb.ParticipantRole.DESCRIPTOR
 _FILTER = pb.UserActivityFilter.DESCRIPTOR
@@ -71,10 +74,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         size, after, binding = self._paging(request, default_size=50)
         page = await procedures.list_participants(self._db, activity_id, caller.user_id, status,
                                                   role, size, after)
-        return pb.ListParticipantsResponse(
-            participants=[to_message(pb.Participant, item) for item in page.items],
-            next_page_token=self._tokens.encode(page.next_after, binding),
-            total_size=page.total_size)
+        return self._page_reply(pb.ListParticipantsResponse, page, binding)
 
     async def ListUserActivities(self, request: pb.ListUserActivitiesRequest, context: Context
                                  ) -> pb.ListUserActivitiesResponse:
@@ -85,10 +85,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         size, after, binding = self._paging(request, default_size=20)
         page = await procedures.get_user_activities(self._db, user_id, caller.user_id, filter_,
                                                     status, size, after)
-        return pb.ListUserActivitiesResponse(
-            activities=[to_message(pb.UserActivity, item) for item in page.items],
-            next_page_token=self._tokens.encode(page.next_after, binding),
-            total_size=page.total_size)
+        return self._page_reply(pb.ListUserActivitiesResponse, page, binding)
 
     async def PromoteParticipant(self, request: pb.PromoteParticipantRequest, context: Context
                                  ) -> pb.PromoteParticipantResponse:
@@ -130,10 +127,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         caller = current_caller.get()
         size, after, binding = self._paging(request, default_size=20)
         page = await procedures.get_pending_verifications(self._db, caller.user_id, size, after)
-        return pb.ListPendingVerificationsResponse(
-            activities=[to_message(pb.PendingVerification, item) for item in page.items],
-            next_page_token=self._tokens.encode(page.next_after, binding),
-            total_size=page.total_size)
+        return self._page_reply(pb.ListPendingVerificationsResponse, page, binding)
 
     async def SendInvitations(self, request: pb.SendInvitationsRequest, context: Context
                               ) -> pb.SendInvitationsResponse:
@@ -175,10 +169,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         size, after, binding = self._paging(request, default_size=20)
         page = await procedures.get_received_invitations(self._db, caller.user_id, status,
                                                          size, after)
-        return pb.ListReceivedInvitationsResponse(
-            invitations=[to_message(pb.Invitation, item) for item in page.items],
-            next_page_token=self._tokens.encode(page.next_after, binding),
-            total_size=page.total_size)
+        return self._page_reply(pb.ListReceivedInvitationsResponse, page, binding)
 
     async def ListSentInvitations(self, request: pb.ListSentInvitationsRequest, context: Context
                                   ) -> pb.ListSentInvitationsResponse:
@@ -188,10 +179,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         size, after, binding = self._paging(request, default_size=20)
         page = await procedures.get_sent_invitations(self._db, caller.user_id, activity_id,
                                                      status, size, after)
-        return pb.ListSentInvitationsResponse(
-            invitations=[to_message(pb.Invitation, item) for item in page.items],
-            next_page_token=self._tokens.encode(page.next_after, binding),
-            total_size=page.total_size)
+        return self._page_reply(pb.ListSentInvitationsResponse, page, binding)
 
     async def ListWaitlist(self, request: pb.ListWaitlistRequest, context: Context
                            ) -> pb.ListWaitlistResponse:
@@ -199,10 +187,13 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         activity_id = uuid_field(request.activity_id, "activity_id")
         size, after, binding = self._paging(request, default_size=50)
         page = await procedures.get_waitlist(self._db, activity_id, caller.user_id, size, after)
-        return pb.ListWaitlistResponse(
-            entries=[to_message(pb.WaitlistEntry, item) for item in page.items],
-            next_page_token=self._tokens.encode(page.next_after, binding),
-            total_size=page.total_size)
+        return self._page_reply(pb.ListWaitlistResponse, page, binding)
+
+    def _page_reply(self, response: type[R], page: Page, binding: str) -> R:
+        """A list response: the rows in its one repeated field, then the paging fields."""
+        rows = next(f.name for f in response.DESCRIPTOR.fields if f.is_repeated)
+        return to_message(response, {rows: page.items, "total_size": page.total_size,
+                                     "next_page_token": self._tokens.encode(page.next_after, binding)})
 
     def _paging(self, request: Any, default_size: int) -> tuple[int, dict[str, Any] | None, str]:
         """Page size, where to continue, and the binding any next token must carry."""
