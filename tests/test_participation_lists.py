@@ -281,20 +281,21 @@ async def test_own_history_without_user_record_is_an_empty_page(service: Service
     assert (len(reply.activities), reply.total_size, reply.next_page_token) == (0, 0, "")
 
 
-async def test_history_pages_with_keyset_tokens(service: Service) -> None:
+@pytest.mark.parametrize("filter_,order", [(pb.USER_ACTIVITY_FILTER_UPCOMING, 1),
+                                           (pb.USER_ACTIVITY_FILTER_UNSPECIFIED, -1)])
+async def test_history_pages_with_keyset_tokens(service: Service, filter_: int, order: int) -> None:
     organizer = await service.seed.user()
     made = [await service.seed.activity(organizer, starts_in=timedelta(days=d)) for d in range(1, 8)]
     seen: list[str] = []
     token = ""
     while True:
-        reply = await history(service, organizer, filter=pb.USER_ACTIVITY_FILTER_UPCOMING,
-                              page_size=3, page_token=token)
+        reply = await history(service, organizer, filter=filter_, page_size=3, page_token=token)
         assert reply.total_size == 7
         seen += [a.activity_id for a in reply.activities]
         token = reply.next_page_token
         if not token:
             break
-    assert seen == [str(a) for a in made]
+    assert seen == [str(a) for a in made][::order]
 
 
 async def test_history_of_malformed_user_id_is_invalid(service: Service) -> None:

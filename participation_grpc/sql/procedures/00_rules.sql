@@ -233,3 +233,19 @@ RETURNS integer LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_page_size IS NULL OR p_page_size <= 0 THEN p_default
                 ELSE least(p_page_size, 100) END
 $$;
+
+-- The tail every list shares. p_rows: the rows after the keyset position in page order, one
+-- more than a page when more follow (LIMIT size + 1). Returns the page without the p_hidden
+-- fields, and, when more follow, the p_key fields of its last row: where the next page starts.
+CREATE OR REPLACE FUNCTION activity.pa_page(p_total bigint, p_rows jsonb, p_size integer,
+                                            p_key text[], p_hidden text[] DEFAULT '{}')
+RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_total,
+           coalesce((SELECT jsonb_agg(r.value - p_hidden ORDER BY r.n)
+                     FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS r(value, n)
+                     WHERE r.n <= p_size), '[]'::jsonb),
+           CASE WHEN jsonb_array_length(coalesce(p_rows, '[]'::jsonb)) > p_size THEN
+               (SELECT jsonb_object_agg(k, p_rows -> (p_size - 1) -> k) FROM unnest(p_key) AS k)
+           END
+$$;

@@ -131,21 +131,16 @@ BEGIN
           AND p.participation_status::text = coalesce(p_participation_status, 'registered')
           AND (p_role IS NULL OR p.role::text = p_role)
           AND NOT activity.pa_blocked(p.user_id, p_user_id)
-    ), page AS (
-        SELECT m.*, row_number() OVER (ORDER BY m.rank, m.joined_at, m.user_id) AS n
-        FROM matching m
-        WHERE p_after IS NULL
-           OR (m.rank, m.joined_at, m.user_id) > ((p_after->>'r')::int,
-                                                   (p_after->>'j')::timestamptz,
-                                                   (p_after->>'u')::uuid)
-        ORDER BY m.rank, m.joined_at, m.user_id
-        LIMIT v_size + 1
     )
-    SELECT (SELECT count(*) FROM matching),
-           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'rank' - 'n' ORDER BY pg.n)
-                     FROM page pg WHERE pg.n <= v_size), '[]'::jsonb),
-           (SELECT jsonb_build_object('r', pg.rank, 'j', pg.joined_at, 'u', pg.user_id)
-            FROM page pg WHERE pg.n = v_size AND EXISTS (SELECT 1 FROM page q WHERE q.n > v_size));
+    SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
+        (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.rank, pg.joined_at, pg.user_id) FROM (
+            SELECT * FROM matching m
+            WHERE p_after IS NULL
+               OR (m.rank, m.joined_at, m.user_id) > ((p_after->>'rank')::int,
+                                                       (p_after->>'joined_at')::timestamptz,
+                                                       (p_after->>'user_id')::uuid)
+            ORDER BY m.rank, m.joined_at, m.user_id LIMIT v_size + 1) pg),
+        v_size, ARRAY['rank', 'joined_at', 'user_id'], ARRAY['rank']);
 END $$;
 
 -- A user's participations. Oneself: every participation, the waitlist included (a waitlist
@@ -162,8 +157,8 @@ DECLARE
     v_self boolean := v_target = p_caller_id;
     v_size integer := activity.pa_page_size(p_page_size, 20);
     v_asc boolean := p_filter IS NOT DISTINCT FROM 'upcoming';
-    v_after_s timestamptz := (p_after->>'s')::timestamptz;
-    v_after_a uuid := (p_after->>'a')::uuid;
+    v_after_s timestamptz := (p_after->>'scheduled_at')::timestamptz;
+    v_after_a uuid := (p_after->>'activity_id')::uuid;
 BEGIN
     IF NOT v_self AND (NOT EXISTS (SELECT 1 FROM activity.users WHERE user_id = v_target)
                        OR activity.pa_blocked(v_target, p_caller_id)) THEN
@@ -212,9 +207,7 @@ BEGIN
            OR (v_asc AND (m.scheduled_at, m.activity_id) > (v_after_s, v_after_a))
            OR (NOT v_asc AND (m.scheduled_at, m.activity_id) < (v_after_s, v_after_a))
     )
-    SELECT (SELECT count(*) FROM matching),
-           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'n' ORDER BY pg.n)
-                     FROM page pg WHERE pg.n <= v_size), '[]'::jsonb),
-           (SELECT jsonb_build_object('s', pg.scheduled_at, 'a', pg.activity_id)
-            FROM page pg WHERE pg.n = v_size AND EXISTS (SELECT 1 FROM page q WHERE q.n > v_size));
+    SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
+        (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.n) FROM page pg WHERE pg.n <= v_size + 1),
+        v_size, ARRAY['scheduled_at', 'activity_id'], ARRAY['n']);
 END $$;

@@ -174,16 +174,13 @@ BEGIN
                           WHERE c.activity_id = me.activity_id AND c.confirmer_user_id = p_user_id
                             AND c.confirmed_user_id = o.user_id)
         GROUP BY a.activity_id
-    ), page AS (
-        SELECT m.*, row_number() OVER (ORDER BY m.scheduled_at DESC, m.activity_id DESC) AS n
-        FROM matching m
-        WHERE p_after IS NULL
-           OR (m.scheduled_at, m.activity_id) < ((p_after->>'s')::timestamptz,
-                                                  (p_after->>'a')::uuid)
     )
-    SELECT (SELECT count(*) FROM matching),
-           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'n' ORDER BY pg.n)
-                     FROM page pg WHERE pg.n <= v_size), '[]'::jsonb),
-           (SELECT jsonb_build_object('s', pg.scheduled_at, 'a', pg.activity_id)
-            FROM page pg WHERE pg.n = v_size AND EXISTS (SELECT 1 FROM page q WHERE q.n > v_size));
+    SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
+        (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.scheduled_at DESC, pg.activity_id DESC) FROM (
+            SELECT * FROM matching m
+            WHERE p_after IS NULL
+               OR (m.scheduled_at, m.activity_id) < ((p_after->>'scheduled_at')::timestamptz,
+                                                      (p_after->>'activity_id')::uuid)
+            ORDER BY m.scheduled_at DESC, m.activity_id DESC LIMIT v_size + 1) pg),
+        v_size, ARRAY['scheduled_at', 'activity_id']);
 END $$;

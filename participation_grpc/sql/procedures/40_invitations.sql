@@ -229,19 +229,15 @@ LANGUAGE sql STABLE AS $$
           AND (p_invitee IS NULL
                OR activity.pa_can_see((SELECT a FROM activity.activities a
                                        WHERE a.activity_id = v.activity_id), p_invitee))
-    ), page AS (
-        SELECT m.*, row_number() OVER (ORDER BY m.invited_at DESC, m.invitation_id DESC) AS n
-        FROM matching m
-        WHERE p_after IS NULL
-           OR (m.invited_at, m.invitation_id) < ((p_after->>'t')::timestamptz,
-                                                  (p_after->>'i')::uuid)
     )
-    SELECT (SELECT count(*) FROM matching),
-           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'n' ORDER BY pg.n)
-                     FROM page pg WHERE pg.n <= p_page_size), '[]'::jsonb),
-           (SELECT jsonb_build_object('t', pg.invited_at, 'i', pg.invitation_id)
-            FROM page pg WHERE pg.n = p_page_size
-              AND EXISTS (SELECT 1 FROM page q WHERE q.n > p_page_size))
+    SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
+        (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.invited_at DESC, pg.invitation_id DESC) FROM (
+            SELECT * FROM matching m
+            WHERE p_after IS NULL
+               OR (m.invited_at, m.invitation_id) < ((p_after->>'invited_at')::timestamptz,
+                                                      (p_after->>'invitation_id')::uuid)
+            ORDER BY m.invited_at DESC, m.invitation_id DESC LIMIT p_page_size + 1) pg),
+        p_page_size, ARRAY['invited_at', 'invitation_id'])
 $$;
 
 -- Invitations addressed to the caller, CANCELLED and EXPIRED ones included unless filtered.

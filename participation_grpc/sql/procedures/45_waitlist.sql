@@ -21,14 +21,11 @@ BEGIN
                w.position, w.created_at AS joined_at, w.queued_seq
         FROM activity.waitlist_entries w JOIN activity.users u ON u.user_id = w.user_id
         WHERE w.activity_id = p_activity_id AND NOT activity.pa_blocked(w.user_id, p_user_id)
-    ), page AS (
-        SELECT m.*, row_number() OVER (ORDER BY m.queued_seq) AS n
-        FROM matching m
-        WHERE p_after IS NULL OR m.queued_seq > (p_after->>'q')::bigint
     )
-    SELECT (SELECT count(*) FROM matching),
-           coalesce((SELECT jsonb_agg(to_jsonb(pg) - 'n' - 'queued_seq' ORDER BY pg.n)
-                     FROM page pg WHERE pg.n <= v_size), '[]'::jsonb),
-           (SELECT jsonb_build_object('q', pg.queued_seq)
-            FROM page pg WHERE pg.n = v_size AND EXISTS (SELECT 1 FROM page q WHERE q.n > v_size));
+    SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
+        (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.queued_seq) FROM (
+            SELECT * FROM matching m
+            WHERE p_after IS NULL OR m.queued_seq > (p_after->>'queued_seq')::bigint
+            ORDER BY m.queued_seq LIMIT v_size + 1) pg),
+        v_size, ARRAY['queued_seq'], ARRAY['queued_seq']);
 END $$;
