@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -53,7 +55,7 @@ class App:
             participation_pb2.DESCRIPTOR.services_by_name["ParticipationService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
-        ), self.server)
+        ), self.server, pool=_MethodAwarePool())
         self.port = self.server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
 
     async def start(self) -> None:
@@ -83,3 +85,21 @@ def _page_token_key(settings: Settings) -> bytes:
     if settings.page_token_secret:
         return settings.page_token_secret.encode()
     return (settings.jwt_public_key or settings.jwt_secret_key).encode()
+
+
+class _MethodAwarePool:
+    """The default descriptor pool, also finding the file of a method name, which upb's pool
+    does not: without it `grpcurl describe participation.v1.ParticipationService.JoinActivity`
+    answers "Symbol not found"."""
+
+    def __init__(self) -> None:
+        self._pool = descriptor_pool.Default()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            return self._pool.FindMethodByName(symbol).containing_service.file

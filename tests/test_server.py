@@ -42,6 +42,9 @@ async def test_grpcurl_lists_services_through_reflection_without_token(service: 
     code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe",
                                "participation.v1.JoinActivityRequest")
     assert code == 0 and "activity_id" in out, err
+    code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe",
+                               f"{SERVICE}.JoinActivity")
+    assert code == 0 and "rpc JoinActivity" in out, err
 
 
 async def test_grpcurl_joins_an_activity_with_a_bearer_token(service: Service) -> None:
