@@ -10,8 +10,9 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]' && touch $@
 
+# Rate limits are off unless asked for: the README's grpcurl tour alone makes more than 10 writes.
 run: $(STAMP)            ## the service on 127.0.0.1:50051 (embedded PostgreSQL unless DATABASE_URL is set)
-	$(VENV)/bin/participation-grpc dev
+	RATE_LIMIT_ENABLED=$${RATE_LIMIT_ENABLED:-false} $(VENV)/bin/participation-grpc dev
 
 test: $(STAMP)           ## every test, against real PostgreSQL and Redis
 	$(PY) -m pytest

@@ -83,12 +83,17 @@ def _banner(settings: Settings, app: App, server: object | None) -> None:
     grpcurl = _grpcurl()
     where = (f"embedded PostgreSQL; its data stays in {project_dir() / '.pgdata'}"
              if server is not None else "from the environment")
+    limits = settings.rate_limits
     lines = [
         "",
         f"participation-grpc dev is serving on {address} (plaintext)",
         f"  DATABASE_URL={settings.database_url}",
         f"               ({where})",
         "  demo activities reset to their starting state (README.md, 'Demo data')",
+        "  rate limits " + (f"on, per user a minute: writes {limits.write}, bulk {limits.bulk}, "
+                            f"confirm {limits.confirm}, reads {limits.read}"
+                            if settings.rate_limit_enabled
+                            else "off for exploring (RATE_LIMIT_ENABLED=true make run turns them on)"),
     ]
     if settings.jwt_algorithm == "HS256":
         token = mint_token(settings, DEMO_USER_ID, TOKEN_TTL_SECONDS)
