@@ -101,3 +101,19 @@ async def test_migrate_keeps_platform_tables_and_repairs_predecessor_waitlist(
     assert [r["position"] for r in positions] == [1, 2, 3]
     assert await conn.fetchval("SELECT bio FROM activity.users WHERE user_id = $1", a) == "hi"
     await conn.close()
+
+
+async def test_migrate_gives_predecessor_id_columns_a_default(empty_database: str) -> None:
+    """A predecessor's invitations table whose uuid id has no default still takes inserts."""
+    conn = await asyncpg.connect(empty_database)
+    await migrate(empty_database)
+    await conn.execute("ALTER TABLE activity.activity_invitations "
+                       "ALTER COLUMN invitation_id DROP DEFAULT")
+    await conn.execute("DELETE FROM activity.participation_schema_migrations "
+                       "WHERE version = '0005_id_defaults.sql'")
+    assert await migrate(empty_database) == ["0005_id_defaults.sql"]
+    default = await conn.fetchval(
+        "SELECT column_default FROM information_schema.columns WHERE table_schema = 'activity' "
+        "AND table_name = 'activity_invitations' AND column_name = 'invitation_id'")
+    assert default == "gen_random_uuid()"
+    await conn.close()
