@@ -133,23 +133,31 @@ BEGIN
     END IF;
 END $$;
 
--- The invitation locked for an answer from p_user, its invitee. Invitations p_user neither
--- received nor manages are reported as missing; those they manage but did not receive are
--- not theirs to answer.
-CREATE OR REPLACE FUNCTION activity.pa_lock_invitation_to_answer(p_invitation_id uuid, p_user uuid)
+-- The invitation locked for p_user to act on: to answer as its invitee, or to cancel as its
+-- sender, organizer or co-organizer. Invitations p_user neither received nor manages are
+-- reported as missing (contract 4.5); the other side's action is NOT_AUTHORIZED. Only an open
+-- (pending, unexpired) invitation is returned.
+CREATE OR REPLACE FUNCTION activity.pa_lock_open_invitation(p_invitation_id uuid, p_user uuid,
+                                                            p_as_invitee boolean)
 RETURNS activity.activity_invitations LANGUAGE plpgsql AS $$
 DECLARE
     i activity.activity_invitations;
+    ids jsonb := jsonb_build_object('invitation_id', p_invitation_id);
+    v_invitee boolean;
+    v_manager boolean;
 BEGIN
     SELECT * INTO i FROM activity.activity_invitations x WHERE x.invitation_id = p_invitation_id
     FOR UPDATE;
-    IF i.invitation_id IS NULL
-       OR (i.user_id <> p_user AND NOT activity.pa_manages_invitation(i, p_user)) THEN
-        PERFORM activity.pa_raise('PA005', 'INVITATION_NOT_FOUND', 'Invitation not found',
-                                  jsonb_build_object('invitation_id', p_invitation_id));
-    ELSIF i.user_id <> p_user THEN
-        PERFORM activity.pa_raise('PA007', 'NOT_AUTHORIZED', 'Only the invitee may answer an invitation',
-                                  jsonb_build_object('invitation_id', p_invitation_id));
+    v_invitee := coalesce(i.user_id = p_user, false);
+    v_manager := i.invitation_id IS NOT NULL AND activity.pa_manages_invitation(i, p_user);
+    IF NOT (v_invitee OR v_manager) THEN
+        PERFORM activity.pa_raise('PA005', 'INVITATION_NOT_FOUND', 'Invitation not found', ids);
+    ELSIF p_as_invitee AND NOT v_invitee THEN
+        PERFORM activity.pa_raise('PA007', 'NOT_AUTHORIZED',
+                                  'Only the invitee may answer an invitation', ids);
+    ELSIF NOT p_as_invitee AND NOT v_manager THEN
+        PERFORM activity.pa_raise('PA007', 'NOT_AUTHORIZED',
+                                  'The invitee cannot cancel an invitation', ids);
     END IF;
     PERFORM activity.pa_check_open(i);
     RETURN i;
@@ -169,7 +177,7 @@ DECLARE
 BEGIN
     SELECT * INTO a FROM activity.activities x WHERE x.activity_id = v_activity_id
     FOR NO KEY UPDATE;
-    PERFORM activity.pa_lock_invitation_to_answer(p_invitation_id, p_user_id);
+    PERFORM activity.pa_lock_open_invitation(p_invitation_id, p_user_id, true);
     PERFORM activity.pa_check_join(a, v_activity_id, p_user_id, true);
     r := activity.pa_admit(a, p_user_id);
     RETURN QUERY SELECT p_invitation_id, v_activity_id, r.participation_status, r.waitlist_position;
@@ -179,8 +187,8 @@ CREATE OR REPLACE FUNCTION activity.sp_decline_invitation(p_invitation_id uuid, 
 RETURNS TABLE (invitation_id uuid, activity_id uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
-    i activity.activity_invitations := activity.pa_lock_invitation_to_answer(p_invitation_id,
-                                                                             p_user_id);
+    i activity.activity_invitations := activity.pa_lock_open_invitation(p_invitation_id,
+                                                                        p_user_id, true);
 BEGIN
     UPDATE activity.activity_invitations x SET status = 'declined', responded_at = now()
     WHERE x.invitation_id = p_invitation_id;
@@ -193,19 +201,9 @@ CREATE OR REPLACE FUNCTION activity.sp_cancel_invitation(p_invitation_id uuid, p
 RETURNS TABLE (invitation_id uuid, activity_id uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
-    i activity.activity_invitations;
+    i activity.activity_invitations := activity.pa_lock_open_invitation(p_invitation_id,
+                                                                        p_user_id, false);
 BEGIN
-    SELECT * INTO i FROM activity.activity_invitations x WHERE x.invitation_id = p_invitation_id
-    FOR UPDATE;
-    IF i.invitation_id IS NULL
-       OR (i.user_id <> p_user_id AND NOT activity.pa_manages_invitation(i, p_user_id)) THEN
-        PERFORM activity.pa_raise('PA005', 'INVITATION_NOT_FOUND', 'Invitation not found',
-                                  jsonb_build_object('invitation_id', p_invitation_id));
-    ELSIF NOT activity.pa_manages_invitation(i, p_user_id) THEN
-        PERFORM activity.pa_raise('PA007', 'NOT_AUTHORIZED', 'The invitee cannot cancel an invitation',
-                                  jsonb_build_object('invitation_id', p_invitation_id));
-    END IF;
-    PERFORM activity.pa_check_open(i);
     UPDATE activity.activity_invitations x SET status = 'cancelled', responded_at = now()
     WHERE x.invitation_id = p_invitation_id;
     RETURN QUERY SELECT p_invitation_id, i.activity_id;
