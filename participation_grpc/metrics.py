@@ -1,4 +1,4 @@
-"""Process-wide counters: a small stand-in for a metrics library, read by tests and operators."""
+"""Process-wide counters, read through snapshot() (tests, a debugger); no exporter yet."""
 
 from __future__ import annotations
 
