@@ -18,6 +18,13 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
     """Calls set no session state, so a released connection needs no reset round trip."""
 
 
+async def _learn_types(connection: asyncpg.Connection) -> None:
+    """asyncpg looks up array types (with two queries) the first time a connection meets one;
+    the procedures take and return uuid[], so each new connection learns it here, once, rather
+    than inside somebody's call."""
+    await connection.prepare("SELECT $1::uuid[]")
+
+
 class Database:
     """A pool of connections that run one stored procedure per call."""
 
@@ -27,7 +34,7 @@ class Database:
     @classmethod
     async def connect(cls, dsn: str, min_size: int = 2, max_size: int = 20) -> Database:
         options: dict[str, Any] = {
-            "max_size": max_size, "reset": _keep_session,
+            "max_size": max_size, "reset": _keep_session, "init": _learn_types,
             # Plans of small procedure calls never pay back JIT compilation.
             "server_settings": {"application_name": "participation-grpc", "jit": "off"},
         }

@@ -1,6 +1,7 @@
 """The server as its users meet it: grpcurl through reflection, health, errors, shutdown."""
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -215,3 +216,39 @@ async def test_deadline_cancels_the_database_work(service: Service) -> None:
     counts = await service.seed.counts(activity)
     assert counts["registered"] == 1  # the abandoned join wrote nothing
     await locker.close()
+
+
+async def test_each_rpc_runs_exactly_one_statement(database_url: str) -> None:
+    """One procedure call per RPC on a pooled connection: counted on a one-connection pool."""
+    db = await Database.connect(database_url, 1, 1)
+    app = App(test_settings(database_url), db)
+    await app.start()
+    statements: list[str] = []
+    async with db._pool.acquire() as conn:  # the pool's only connection, logged from now on
+        conn.add_query_logger(lambda record: statements.append(record.query))
+    seed_conn = await asyncpg.connect(database_url)
+    seed = Seed(seed_conn)
+    organizer, user = await seed.user(), await seed.user()
+    activity = await seed.activity(organizer)
+    from participation_grpc.auth import mint_token
+    metadata = (("authorization", f"Bearer {mint_token(app.settings, user)}"),)
+    calls = [("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
+             ("ListParticipants", pb.ListParticipantsRequest(activity_id=str(activity))),
+             ("ListUserActivities", pb.ListUserActivitiesRequest()),
+             ("ListReceivedInvitations", pb.ListReceivedInvitationsRequest()),
+             ("LeaveActivity", pb.LeaveActivityRequest(activity_id=str(activity))),
+             ("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
+             ("CancelParticipation", pb.CancelParticipationRequest(activity_id=str(activity))),
+             ("SendInvitations", pb.SendInvitationsRequest(activity_id=str(activity),
+                                                           user_ids=[str(organizer)]))]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = pb_grpc.ParticipationServiceStub(channel)
+        for method, request in calls:
+            before = len([s for s in statements if s != "SELECT 1"])
+            with contextlib.suppress(grpc.aio.AioRpcError):  # failing calls count too
+                await getattr(stub, method)(request, metadata=metadata)
+            ran = [s for s in statements if s != "SELECT 1"][before:]  # health pings aside
+            assert len(ran) == 1 and "activity.sp_" in ran[0], (method, ran)
+    await seed_conn.close()
+    await app.stop()
+    await db.close()
