@@ -145,7 +145,10 @@ class _ActivityTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Activity
     ACTIVITY_TYPE_MENS_ONLY: _ActivityType.ValueType  # 4
 
 class ActivityType(_ActivityType, metaclass=_ActivityTypeEnumTypeWrapper):
-    """The kind of activity. XXL activities ignore blocks when joining."""
+    """The kind of activity. XXL activities ignore blocks when joining (not when
+    accepting an invitation). WOMENS_ONLY and MENS_ONLY are reported, not
+    enforced here: the platform's user record carries no gender to check.
+    """
 
 ACTIVITY_TYPE_UNSPECIFIED: ActivityType.ValueType  # 0
 ACTIVITY_TYPE_STANDARD: ActivityType.ValueType  # 1

@@ -151,7 +151,8 @@ class ParticipationServiceServicer:
     def LeaveActivity(self, request, context):
         """Removes the caller (registered or waitlisted) from the activity. A freed
         seat is given to the earliest eligible waitlisted users in the same
-        transaction; they are listed in `promoted_user_ids`.
+        transaction; they are listed in `promoted_user_ids`. A participant can
+        always leave (and cancel), even after the organizer has blocked them.
         NOT_FOUND           ACTIVITY_NOT_FOUND
         FAILED_PRECONDITION IS_ORGANIZER, ACTIVITY_IN_PAST, NOT_PARTICIPANT
         """

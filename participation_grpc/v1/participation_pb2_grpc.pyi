@@ -78,7 +78,8 @@ class ParticipationServiceStub:
     LeaveActivity: _grpc.UnaryUnaryMultiCallable[_participation_pb2.LeaveActivityRequest, _participation_pb2.LeaveActivityResponse]
     """Removes the caller (registered or waitlisted) from the activity. A freed
     seat is given to the earliest eligible waitlisted users in the same
-    transaction; they are listed in `promoted_user_ids`.
+    transaction; they are listed in `promoted_user_ids`. A participant can
+    always leave (and cancel), even after the organizer has blocked them.
       NOT_FOUND           ACTIVITY_NOT_FOUND
       FAILED_PRECONDITION IS_ORGANIZER, ACTIVITY_IN_PAST, NOT_PARTICIPANT
     """
@@ -231,7 +232,8 @@ class ParticipationServiceAsyncStub(ParticipationServiceStub):
     LeaveActivity: _aio.UnaryUnaryMultiCallable[_participation_pb2.LeaveActivityRequest, _participation_pb2.LeaveActivityResponse]  # type: ignore[assignment]
     """Removes the caller (registered or waitlisted) from the activity. A freed
     seat is given to the earliest eligible waitlisted users in the same
-    transaction; they are listed in `promoted_user_ids`.
+    transaction; they are listed in `promoted_user_ids`. A participant can
+    always leave (and cancel), even after the organizer has blocked them.
       NOT_FOUND           ACTIVITY_NOT_FOUND
       FAILED_PRECONDITION IS_ORGANIZER, ACTIVITY_IN_PAST, NOT_PARTICIPANT
     """
@@ -393,7 +395,8 @@ class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_participation_pb2.LeaveActivityResponse, _abc.Awaitable[_participation_pb2.LeaveActivityResponse]]:
         """Removes the caller (registered or waitlisted) from the activity. A freed
         seat is given to the earliest eligible waitlisted users in the same
-        transaction; they are listed in `promoted_user_ids`.
+        transaction; they are listed in `promoted_user_ids`. A participant can
+        always leave (and cancel), even after the organizer has blocked them.
           NOT_FOUND           ACTIVITY_NOT_FOUND
           FAILED_PRECONDITION IS_ORGANIZER, ACTIVITY_IN_PAST, NOT_PARTICIPANT
         """
