@@ -14,12 +14,19 @@ BEGIN
                           HINT = p_metadata::text;
 END $$;
 
--- A block in either direction.
+-- Blocks as pairs in both directions: (a, b) whenever a blocks b or b blocks a. Lists filter
+-- rows with NOT EXISTS on this view, which the planner inlines and answers from user_blocks'
+-- primary key in both directions; a boolean function with a subquery (pa_blocked) is never
+-- inlined and would run once per listed row.
+CREATE OR REPLACE VIEW activity.pa_block_pairs AS
+    SELECT blocker_user_id AS user_a, blocked_user_id AS user_b FROM activity.user_blocks
+    UNION ALL
+    SELECT blocked_user_id, blocker_user_id FROM activity.user_blocks;
+
+-- A block in either direction, for one pair.
 CREATE OR REPLACE FUNCTION activity.pa_blocked(p_a uuid, p_b uuid)
 RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM activity.user_blocks
-                   WHERE (blocker_user_id = p_a AND blocked_user_id = p_b)
-                      OR (blocker_user_id = p_b AND blocked_user_id = p_a))
+    SELECT EXISTS (SELECT 1 FROM activity.pa_block_pairs WHERE user_a = p_a AND user_b = p_b)
 $$;
 
 CREATE OR REPLACE FUNCTION activity.pa_friends(p_a uuid, p_b uuid)

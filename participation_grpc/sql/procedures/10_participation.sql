@@ -130,7 +130,8 @@ BEGIN
         WHERE p.activity_id = p_activity_id
           AND p.participation_status::text = coalesce(p_participation_status, 'registered')
           AND (p_role IS NULL OR p.role::text = p_role)
-          AND NOT activity.pa_blocked(p.user_id, p_user_id)
+          AND NOT EXISTS (SELECT 1 FROM activity.pa_block_pairs b
+                          WHERE b.user_a = p.user_id AND b.user_b = p_user_id)
     )
     SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
         (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.rank, pg.joined_at, pg.user_id) FROM (

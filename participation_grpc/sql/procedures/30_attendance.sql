@@ -168,7 +168,8 @@ BEGIN
         WHERE me.user_id = p_user_id AND me.participation_status = 'registered'
           AND me.attendance_status = 'attended'
           AND o.participation_status = 'registered' AND o.attendance_status = 'attended'
-          AND NOT activity.pa_blocked(p_user_id, o.user_id)
+          AND NOT EXISTS (SELECT 1 FROM activity.pa_block_pairs b
+                          WHERE b.user_a = o.user_id AND b.user_b = p_user_id)
           AND activity.pa_can_see(a, p_user_id)  -- what ConfirmAttendance would accept
           AND NOT EXISTS (SELECT 1 FROM activity.attendance_confirmations c
                           WHERE c.activity_id = me.activity_id AND c.confirmer_user_id = p_user_id

@@ -223,7 +223,8 @@ LANGUAGE sql STABLE AS $$
           AND (p_sender IS NULL OR v.invited_by_user_id = p_sender)
           AND (p_activity_id IS NULL OR v.activity_id = p_activity_id)
           AND (p_status IS NULL OR v.status = p_status)
-          AND NOT activity.pa_blocked(v.user_id, v.invited_by_user_id)
+          AND NOT EXISTS (SELECT 1 FROM activity.pa_block_pairs b
+                          WHERE b.user_a = v.user_id AND b.user_b = v.invited_by_user_id)
           AND (p_invitee IS NULL
                OR activity.pa_can_see((SELECT a FROM activity.activities a
                                        WHERE a.activity_id = v.activity_id), p_invitee))

@@ -20,7 +20,9 @@ BEGIN
         SELECT w.user_id, u.username, u.first_name, u.main_photo_url AS profile_photo_url,
                w.position, w.created_at AS joined_at, w.queued_seq
         FROM activity.waitlist_entries w JOIN activity.users u ON u.user_id = w.user_id
-        WHERE w.activity_id = p_activity_id AND NOT activity.pa_blocked(w.user_id, p_user_id)
+        WHERE w.activity_id = p_activity_id
+          AND NOT EXISTS (SELECT 1 FROM activity.pa_block_pairs b
+                          WHERE b.user_a = w.user_id AND b.user_b = p_user_id)
     )
     SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
         (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.queued_seq) FROM (
