@@ -48,6 +48,13 @@ async def invite_only(service: Service, **options) -> tuple[uuid.UUID, uuid.UUID
     return organizer, await service.seed.activity(organizer, privacy="invite_only", **options)
 
 
+async def invited(service: Service, **options) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, uuid.UUID]:
+    """(organizer, invite-only activity, a guest, the guest's pending invitation)."""
+    organizer, activity = await invite_only(service, **options)
+    guest = await service.seed.user()
+    return organizer, activity, guest, await service.seed.invitation(activity, guest, organizer)
+
+
 async def invitation_status(service: Service, invitation: uuid.UUID | str) -> str:
     return await service.seed.conn.fetchval(  # type: ignore[no-any-return]
         "SELECT status::text FROM activity.activity_invitations WHERE invitation_id = $1",
@@ -264,9 +271,7 @@ async def test_accept_registers_invitee_and_marks_invitation_accepted(service: S
 
 
 async def test_accept_of_full_activity_waitlists_invitee(service: Service) -> None:
-    organizer, activity = await invite_only(service, max_participants=1)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, _, guest, invitation = await invited(service, max_participants=1)
     reply = await answer(service, "AcceptInvitation", guest, invitation)
     assert (reply.participation_status, reply.waitlist_position) == \
         (pb.PARTICIPATION_STATUS_WAITLISTED, 1)
@@ -286,9 +291,7 @@ async def test_accept_of_someone_elses_invitation_is_invitation_not_found(
 
 
 async def test_accept_by_the_sender_is_not_authorized(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    organizer, _, _, invitation = await invited(service)
     await expect_error(answer(service, "AcceptInvitation", organizer, invitation),
                        Code.PERMISSION_DENIED, "NOT_AUTHORIZED")
 
@@ -303,9 +306,7 @@ async def test_accept_of_expired_invitation_is_invitation_expired(service: Servi
 
 
 async def test_accept_of_cancelled_invitation_is_invitation_cancelled(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    organizer, _, guest, invitation = await invited(service)
     await answer(service, "CancelInvitation", organizer, invitation)
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
                        Code.FAILED_PRECONDITION, "INVITATION_CANCELLED")
@@ -313,18 +314,14 @@ async def test_accept_of_cancelled_invitation_is_invitation_cancelled(service: S
 
 @pytest.mark.parametrize("first", ["AcceptInvitation", "DeclineInvitation"])
 async def test_accept_after_answering_is_already_responded(service: Service, first: str) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, _, guest, invitation = await invited(service)
     await answer(service, first, guest, invitation)
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
                        Code.FAILED_PRECONDITION, "ALREADY_RESPONDED")
 
 
 async def test_accept_after_organizer_block_placed_later_is_blocked_user(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    organizer, _, guest, invitation = await invited(service)
     await service.seed.block(organizer, guest)
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
                        Code.PERMISSION_DENIED, "BLOCKED_USER")
@@ -333,18 +330,14 @@ async def test_accept_after_organizer_block_placed_later_is_blocked_user(service
 
 async def test_accept_on_xxl_activity_still_refuses_blocked_invitee(service: Service) -> None:
     """Only joining ignores blocks on XXL activities; accepting does not (contract 4.1)."""
-    organizer, activity = await invite_only(service, type_="xxl")
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    organizer, _, guest, invitation = await invited(service, type_="xxl")
     await service.seed.block(guest, organizer)
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
                        Code.PERMISSION_DENIED, "BLOCKED_USER")
 
 
 async def test_accept_by_banned_invitee_is_user_banned(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, _, guest, invitation = await invited(service)
     await service.seed.conn.execute(
         "UPDATE activity.users SET status = 'banned' WHERE user_id = $1", guest)
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
@@ -352,18 +345,14 @@ async def test_accept_by_banned_invitee_is_user_banned(service: Service) -> None
 
 
 async def test_accept_once_activity_started_is_activity_in_past(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, activity, guest, invitation = await invited(service)
     await service.seed.start(activity)
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
                        Code.FAILED_PRECONDITION, "ACTIVITY_IN_PAST")
 
 
 async def test_accept_for_unpublished_activity_is_activity_not_published(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, activity, guest, invitation = await invited(service)
     await service.seed.conn.execute(
         "UPDATE activity.activities SET status = 'cancelled' WHERE activity_id = $1", activity)
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
@@ -371,9 +360,7 @@ async def test_accept_for_unpublished_activity_is_activity_not_published(service
 
 
 async def test_accept_for_activity_turned_draft_is_activity_not_found(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, activity, guest, invitation = await invited(service)
     await service.seed.conn.execute(
         "UPDATE activity.activities SET status = 'draft' WHERE activity_id = $1", activity)
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
@@ -401,9 +388,7 @@ async def test_accept_by_the_organizer_is_user_is_organizer(service: Service) ->
 
 async def test_accept_in_priority_window_by_free_member_is_premium_only_period(
         service: Service) -> None:
-    organizer, activity = await invite_only(service, joinable_at_free=now() + timedelta(days=1))
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, _, guest, invitation = await invited(service, joinable_at_free=now() + timedelta(days=1))
     await expect_error(answer(service, "AcceptInvitation", guest, invitation),
                        Code.PERMISSION_DENIED, "PREMIUM_ONLY_PERIOD")
 
@@ -421,9 +406,7 @@ async def test_join_with_expired_invitation_is_invite_only(service: Service) -> 
 
 
 async def test_decline_records_the_answer(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, activity, guest, invitation = await invited(service)
     reply = await answer(service, "DeclineInvitation", guest, invitation)
     assert (reply.invitation_id, reply.activity_id) == (str(invitation), str(activity))
     (shown,) = (await received(service, guest)).invitations
@@ -447,9 +430,7 @@ async def test_decline_of_cancelled_invitation_is_invitation_cancelled(service: 
 
 
 async def test_decline_twice_is_already_responded(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, _, guest, invitation = await invited(service)
     await answer(service, "DeclineInvitation", guest, invitation)
     await expect_error(answer(service, "DeclineInvitation", guest, invitation),
                        Code.FAILED_PRECONDITION, "ALREADY_RESPONDED")
@@ -465,9 +446,7 @@ async def test_decline_of_someone_elses_invitation_is_invitation_not_found(
 
 
 async def test_decline_by_the_organizer_is_not_authorized(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    organizer, _, _, invitation = await invited(service)
     await expect_error(answer(service, "DeclineInvitation", organizer, invitation),
                        Code.PERMISSION_DENIED, "NOT_AUTHORIZED")
 
@@ -476,9 +455,7 @@ async def test_decline_by_the_organizer_is_not_authorized(service: Service) -> N
 
 
 async def test_sender_cancels_and_invitee_sees_it_cancelled(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    organizer, activity, guest, invitation = await invited(service)
     reply = await answer(service, "CancelInvitation", organizer, invitation)
     assert (reply.invitation_id, reply.activity_id) == (str(invitation), str(activity))
     assert await invitation_status(service, invitation) == "cancelled"
@@ -505,9 +482,7 @@ async def test_co_organizer_may_cancel_organizers_invitation(service: Service) -
 
 
 async def test_invitee_cancelling_is_not_authorized(service: Service) -> None:
-    organizer, activity = await invite_only(service)
-    guest = await service.seed.user()
-    invitation = await service.seed.invitation(activity, guest, organizer)
+    _, _, guest, invitation = await invited(service)
     await expect_error(answer(service, "CancelInvitation", guest, invitation),
                        Code.PERMISSION_DENIED, "NOT_AUTHORIZED")
 
