@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -19,9 +20,11 @@ async def _keep_session(_connection: asyncpg.Connection) -> None:
 
 
 async def _learn_types(connection: asyncpg.Connection) -> None:
-    """asyncpg looks up array types (with two queries) the first time a connection meets one;
-    the procedures take and return uuid[], so each new connection learns it here, once, rather
-    than inside somebody's call."""
+    """Type work done once per connection rather than inside somebody's call: jsonb (lists,
+    keyset positions, bulk results) travels as Python objects, and uuid[], which asyncpg would
+    otherwise look up with two queries on first use, is known from the start."""
+    await connection.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps,
+                                    decoder=json.loads)
     await connection.prepare("SELECT $1::uuid[]")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -22,13 +21,7 @@ class Page:
 
 
 def _page(row: asyncpg.Record) -> Page:
-    after = row["next_after"]
-    return Page(total_size=row["total_size"], items=json.loads(row["items"]),
-                next_after=json.loads(after) if after is not None else None)
-
-
-def _json(after: dict[str, Any] | None) -> str | None:
-    return None if after is None else json.dumps(after)
+    return Page(total_size=row["total_size"], items=row["items"], next_after=row["next_after"])
 
 
 async def join_activity(db: Database, activity_id: UUID, user_id: UUID) -> asyncpg.Record:
@@ -49,7 +42,7 @@ async def list_participants(db: Database, activity_id: UUID, user_id: UUID, stat
                             role: str | None, page_size: int, after: dict[str, Any] | None) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_list_participants($1, $2, $3, $4, $5, $6::jsonb)",
-        activity_id, user_id, status, role, page_size, _json(after))
+        activity_id, user_id, status, role, page_size, after)
     return _page(row)
 
 
@@ -58,13 +51,8 @@ async def get_user_activities(db: Database, user_id: UUID, caller_id: UUID, filt
                               after: dict[str, Any] | None) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_get_user_activities($1, $2, $3, $4, $5, $6::jsonb)",
-        user_id, caller_id, filter_, status, page_size, _json(after))
+        user_id, caller_id, filter_, status, page_size, after)
     return _page(row)
-
-
-def _decoded(row: asyncpg.Record, *json_columns: str) -> dict[str, Any]:
-    """A row whose jsonb columns (per-item results of bulk calls) are parsed."""
-    return {**dict(row), **{name: json.loads(row[name]) for name in json_columns}}
 
 
 async def promote_participant(db: Database, activity_id: UUID, user_id: UUID,
@@ -80,11 +68,10 @@ async def demote_participant(db: Database, activity_id: UUID, user_id: UUID,
 
 
 async def mark_attendance(db: Database, activity_id: UUID, acting_user_id: UUID,
-                          entries: list[tuple[UUID, str]]) -> dict[str, Any]:
-    payload = json.dumps([{"user_id": str(user), "status": status} for user, status in entries])
-    row = await db.fetchrow("SELECT * FROM activity.sp_mark_attendance($1, $2, $3::jsonb)",
-                            activity_id, acting_user_id, payload)
-    return _decoded(row, "failures")
+                          entries: list[tuple[UUID, str]]) -> asyncpg.Record:
+    payload = [{"user_id": str(user), "status": status} for user, status in entries]
+    return await db.fetchrow("SELECT * FROM activity.sp_mark_attendance($1, $2, $3::jsonb)",
+                             activity_id, acting_user_id, payload)
 
 
 async def confirm_attendance(db: Database, activity_id: UUID, user_id: UUID,
@@ -97,16 +84,15 @@ async def get_pending_verifications(db: Database, user_id: UUID, page_size: int,
                                     after: dict[str, Any] | None) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_get_pending_verifications($1, $2, $3::jsonb)",
-        user_id, page_size, _json(after))
+        user_id, page_size, after)
     return _page(row)
 
 
 async def send_invitations(db: Database, activity_id: UUID, acting_user_id: UUID,
                            user_ids: list[UUID], message: str | None,
-                           expires_in_hours: int) -> dict[str, Any]:
-    row = await db.fetchrow("SELECT * FROM activity.sp_send_invitations($1, $2, $3, $4, $5)",
-                            activity_id, acting_user_id, user_ids, message, expires_in_hours)
-    return _decoded(row, "invitations", "failures")
+                           expires_in_hours: int) -> asyncpg.Record:
+    return await db.fetchrow("SELECT * FROM activity.sp_send_invitations($1, $2, $3, $4, $5)",
+                             activity_id, acting_user_id, user_ids, message, expires_in_hours)
 
 
 async def accept_invitation(db: Database, invitation_id: UUID, user_id: UUID) -> asyncpg.Record:
@@ -128,7 +114,7 @@ async def get_received_invitations(db: Database, user_id: UUID, status: str | No
                                    page_size: int, after: dict[str, Any] | None) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_get_received_invitations($1, $2, $3, $4::jsonb)",
-        user_id, status, page_size, _json(after))
+        user_id, status, page_size, after)
     return _page(row)
 
 
@@ -137,12 +123,12 @@ async def get_sent_invitations(db: Database, user_id: UUID, activity_id: UUID | 
                                after: dict[str, Any] | None) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_get_sent_invitations($1, $2, $3, $4, $5::jsonb)",
-        user_id, activity_id, status, page_size, _json(after))
+        user_id, activity_id, status, page_size, after)
     return _page(row)
 
 
 async def get_waitlist(db: Database, activity_id: UUID, user_id: UUID, page_size: int,
                        after: dict[str, Any] | None) -> Page:
     row = await db.fetchrow("SELECT * FROM activity.sp_get_waitlist($1, $2, $3, $4::jsonb)",
-                            activity_id, user_id, page_size, _json(after))
+                            activity_id, user_id, page_size, after)
     return _page(row)
