@@ -20,7 +20,7 @@ from participation_grpc.db import Database
 from participation_grpc.migrate import migrate
 from participation_grpc.settings import Settings
 from participation_grpc.v1 import participation_pb2_grpc
-from tests.postgres import server_dsn, with_database
+from tests.postgres import scratch_database, server_dsn, with_database
 from tests.seed import Seed
 
 
@@ -43,12 +43,8 @@ async def template() -> AsyncIterator[tuple[str, str]]:
 async def database_url(template: tuple[str, str]) -> AsyncIterator[str]:
     """A fresh, migrated database of its own for one test."""
     dsn, template_name = template
-    name = f"participation_test_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_name}")
-    yield with_database(dsn, name)
-    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await conn.close()
+    async with scratch_database(dsn, "participation_test", template_name) as url:
+        yield url
 
 
 def test_settings(database_url: str, **overrides: Any) -> Settings:

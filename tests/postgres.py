@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 
 def server_dsn() -> tuple[str, object]:
@@ -22,3 +27,17 @@ def server_dsn() -> tuple[str, object]:
 def with_database(dsn: str, name: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + name))
+
+
+@asynccontextmanager
+async def scratch_database(dsn: str, prefix: str, template: str | None = None
+                           ) -> AsyncIterator[str]:
+    """A database of its own on dsn's server (a copy of `template`, or empty), dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
+    try:
+        yield with_database(dsn, name)
+    finally:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await conn.close()

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import asyncpg
 import grpc
 import jwt
 import pytest
@@ -32,7 +31,7 @@ from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc
 from tests.conftest import Service, expect_error, start_service
 from tests.conftest import test_settings as settings_for
-from tests.postgres import with_database
+from tests.postgres import scratch_database
 
 Code = grpc.StatusCode
 # 64 bytes: long enough that even the refused HS512 token is signed with a proper key.
@@ -173,12 +172,8 @@ def _tampered(authorization: str) -> str:
 async def module_database_url(template: tuple[str, str]) -> AsyncIterator[str]:
     """One migrated database for this module's servers: these tests only read from it."""
     dsn, template_name = template
-    name = f"participation_auth_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_name}")
-    yield with_database(dsn, name)
-    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await conn.close()
+    async with scratch_database(dsn, "participation_auth", template_name) as url:
+        yield url
 
 
 Channels = Callable[[str], Awaitable[grpc.aio.Channel]]

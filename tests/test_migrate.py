@@ -8,18 +8,13 @@ import asyncpg
 import pytest
 
 from participation_grpc.migrate import migrate
-from tests.postgres import with_database
+from tests.postgres import scratch_database
 
 
 @pytest.fixture
 async def empty_database(template: tuple[str, str]) -> AsyncIterator[str]:
-    dsn, _ = template
-    name = f"participation_empty_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(dsn)
-    await conn.execute(f"CREATE DATABASE {name}")
-    yield with_database(dsn, name)
-    await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await conn.close()
+    async with scratch_database(template[0], "participation_empty") as url:
+        yield url
 
 
 async def procedures(url: str) -> dict[str, list[str]]:
