@@ -5,6 +5,8 @@ WORKDIR /src
 RUN python -m pip install --no-cache-dir --upgrade pip
 COPY pyproject.toml README.md ./
 COPY participation_grpc ./participation_grpc
+# The SQL sits beside the package in the repository; the wheel installs it as participation_grpc.sql.
+COPY sql ./sql
 # The project's wheel and a wheel of every runtime dependency (no dev extras).
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 

@@ -7,7 +7,7 @@ from importlib.resources import files
 
 import asyncpg
 
-DEMO_SQL = files("participation_grpc") / "sql" / "demo.sql"
+DEMO_SQL = files("participation_grpc.sql") / "demo.sql"
 
 # The ids the banner and the README name; sql/demo.sql creates them.
 DEMO_USER_ID = uuid.UUID("10000000-0000-4000-8000-000000000001")

@@ -14,7 +14,7 @@ from importlib.resources import files
 import asyncpg
 
 log = logging.getLogger(__name__)
-SQL = files("participation_grpc") / "sql"
+SQL = files("participation_grpc.sql")
 LOCK_KEY = 0x7061727469636970  # "particip"
 PROCEDURES_VERSION = "procedures"
 _DEFINED = re.compile(r"CREATE OR REPLACE FUNCTION activity\.(\w+)\s*\(")
