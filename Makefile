@@ -2,9 +2,14 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
-BUF    := npx --yes @bufbuild/buf@1.75.0
+BUF    := $(VENV)/bin/buf
+BUF_ON := --config buf.yaml --path participation/v1/participation.proto
+# buf breaking compares the proto with its version at this git revision.
+AGAINST ?= HEAD~1
+# What mypy --strict checks (tests/ joins once they are clean).
+MYPY_PATHS := participation_grpc
 
-.PHONY: run test lint proto proto-check descriptor migrate bench bench-rpc image
+.PHONY: run test lint breaking proto proto-check descriptor migrate bench bench-rpc image
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip
@@ -17,9 +22,14 @@ run: $(STAMP)            ## the service on 127.0.0.1:50051 (embedded PostgreSQL 
 test: $(STAMP)           ## every test, against real PostgreSQL and Redis
 	$(PY) -m pytest
 
-lint: $(STAMP) descriptor
-	$(PY) -m ruff check . && $(PY) -m mypy participation_grpc
-	$(BUF) lint build/participation.binpb --config buf.yaml --path participation/v1/participation.proto
+lint: $(STAMP) descriptor breaking   ## ruff, mypy --strict, buf lint and buf breaking (what CI runs)
+	$(PY) -m ruff check .
+	$(PY) -m mypy --strict $(MYPY_PATHS)
+	$(BUF) lint build/participation.binpb $(BUF_ON)
+
+breaking: $(STAMP) descriptor   ## buf breaking: the proto against its version at AGAINST (HEAD~1)
+	rm -f build/previous.binpb && $(PY) scripts/protogen.py --descriptor build/previous.binpb --ref $(AGAINST)
+	[ ! -f build/previous.binpb ] || $(BUF) breaking build/participation.binpb --against build/previous.binpb $(BUF_ON)
 
 proto: $(STAMP)          ## regenerate participation_grpc/v1 and build/participation.binpb from the proto
 	$(PY) scripts/protogen.py

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -13,6 +12,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 M = TypeVar("M", bound=Message)
 _TIMESTAMP = Timestamp.DESCRIPTOR.full_name
+
+
+class Row(Protocol):
+    """What a message is filled from: an asyncpg Record or a decoded JSON object."""
+
+    def get(self, key: str, /) -> Any: ...
 
 
 def _prefix(enum: EnumDescriptor) -> str:
@@ -40,14 +45,14 @@ def timestamp(value: datetime | str) -> Timestamp:
     return ts
 
 
-def to_message(cls: type[M], row: Mapping[str, Any]) -> M:
+def to_message(cls: type[M], row: Row) -> M:
     """A message from a row or a JSON object, by field name; missing and null values stay unset."""
     message = cls()
     _fill(message, row)
     return message
 
 
-def _fill(message: Message, row: Mapping[str, Any]) -> None:
+def _fill(message: Message, row: Row) -> None:
     for name, kind, sub in _plan(message.DESCRIPTOR):
         value = row.get(name)
         if value is None:

@@ -56,11 +56,15 @@ class Database:
         """
         for attempt in range(1, _RACE_ATTEMPTS + 1):
             try:
-                return await self._pool.fetchrow(query, *args)
+                row = await self._pool.fetchrow(query, *args)
             except asyncpg.PostgresError as exc:
                 if exc.sqlstate not in RETRYABLE_SQLSTATES or attempt == _RACE_ATTEMPTS:
                     raise
                 log.info("retrying after %s (attempt %d)", exc.sqlstate, attempt)
+                continue
+            if row is None:  # every procedure returns one row: none is a bug, answered INTERNAL
+                raise LookupError(f"no row from {query.split('(')[0]}")
+            return row
         raise AssertionError("unreachable")
 
     async def is_reachable(self) -> bool:
