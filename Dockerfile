@@ -7,15 +7,15 @@ COPY pyproject.toml README.md ./
 COPY participation_grpc ./participation_grpc
 # The SQL sits beside the package in the repository; the wheel installs it as participation_grpc.sql.
 COPY sql ./sql
-# The project's wheel and a wheel of every runtime dependency (no dev extras).
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# The project's wheel and a wheel of every dependency of the server (the [server] extra, no dev).
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels '.[server]'
 
 FROM python:3.11-slim-bookworm AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     GRPC_PORT=50051
 COPY --from=build /wheels /tmp/wheels
-RUN python -m pip install --no-cache-dir --no-index --find-links /tmp/wheels participation-grpc \
+RUN python -m pip install --no-cache-dir --no-index --find-links /tmp/wheels 'participation-grpc[server]' \
  && rm -rf /tmp/wheels \
  && groupadd --system --gid 10001 participation \
  && useradd --system --uid 10001 --gid participation --no-create-home --shell /usr/sbin/nologin participation

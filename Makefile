@@ -13,7 +13,7 @@ MYPY_PATHS := participation_grpc
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]' && touch $@
+	$(PY) -m pip install -q -e '.[server,dev]' && touch $@
 
 # Rate limits are off unless asked for: the README's grpcurl tour alone makes more than 10 writes.
 run: $(STAMP)            ## the service on 127.0.0.1:50051 (embedded PostgreSQL unless DATABASE_URL is set)
@@ -47,7 +47,7 @@ bench: $(STAMP)
 	$(PY) bench/limiter.py
 
 bench-rpc: $(STAMP)      ## k6 load of the RPCs (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
-	$(PY) -m pip install -q -e '.[dev,bench]' && $(PY) bench/rpc.py
+	$(PY) -m pip install -q -e '.[server,dev,bench]' && $(PY) bench/rpc.py
 
 image:
 	docker build -t participation-grpc .
