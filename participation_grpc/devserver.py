@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from participation_grpc import cli
+from participation_grpc.app import serve
 from participation_grpc.auth import mint_token
 from participation_grpc.demo import DEMO_USER_ID, DEMO_USERNAME, SUNDAY_RUN_ID, load_demo
 from participation_grpc.migrate import migrate
@@ -46,7 +46,7 @@ async def run_dev(settings: Settings) -> int:
         await migrate(dsn)
         await load_demo(dsn)
         settings = dataclasses.replace(settings, database_url=dsn, grpc_host="127.0.0.1")
-        return await cli.serve(settings, on_ready=lambda app: _banner(settings, app, server))
+        return await serve(settings, on_ready=lambda app: _banner(settings, app, server))
     finally:
         if server is not None:
             server.cleanup()  # pg_ctl stop; a no-op when it has already stopped

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from participation_grpc.auth import AuthError
+from participation_grpc.floodlog import FloodLog
 
 DOMAIN = "participation"
 log = logging.getLogger(__name__)
@@ -27,12 +27,40 @@ _SQLSTATE = {
     "PA007": Code.PERMISSION_DENIED,
     "PA009": Code.FAILED_PRECONDITION,
 }
-# PostgreSQL's own classes: bad data, the server going away or refusing work.
-_SQLSTATE_CLASS = {"22": Code.INVALID_ARGUMENT, "08": Code.UNAVAILABLE, "53": Code.UNAVAILABLE,
-                   "57": Code.UNAVAILABLE}
-_QUERY_CANCELED = "57014"  # statement_timeout or a cancelled call
-# Losing a race is retried inside the service (db.Database), never shown to callers.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# PostgreSQL's own codes. Losing a race (serialization failure, deadlock, a concurrent insert of
+# the same key or removal of a referenced row) changed nothing, so db.Database runs the call
+# again; only when that keeps failing does the caller hear "busy".
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505", "23503"})
+_BUSY_SQLSTATES = RETRYABLE_SQLSTATES | {
+    "55P03",  # lock_not_available: waited DB_LOCK_TIMEOUT_MS for a row lock
+    "57014",  # query_canceled: DB_STATEMENT_TIMEOUT_MS (the caller's own deadline never gets
+              # here: grpc cancels the handler, and asyncpg turns that into CancelledError)
+    "55006",  # object_in_use
+}
+_GONE_SQLSTATES = frozenset({
+    "25006",  # read_only_sql_transaction: a failover left us on a standby
+    "25P03",  # idle_in_transaction_session_timeout
+    "40003",  # statement_completion_unknown
+})
+# Whole classes, by their first two characters.
+_GONE_CLASSES = frozenset({
+    "08",  # connection exception
+    "53",  # insufficient resources: too many connections, disk full, out of memory
+    "57",  # operator intervention: admin or crash shutdown, cannot connect now
+    "58",  # system error: I/O
+})
+_BAD_VALUE_CLASSES = frozenset({
+    "22",  # data exception: a value the database cannot take
+    "54",  # program limit exceeded: a value too large to index or store
+})
+# What a driver raises when the connection breaks mid-call, whatever state it was in (asyncpg's
+# InternalClientError "cannot switch to state 12" during a restart is one of these).
+_CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+BUSY_RETRY_SECONDS = 1.0
+UNAVAILABLE_RETRY_SECONDS = 1.0
+_outage = FloodLog(log, logging.WARNING, "database unavailable")
+_busy = FloodLog(log, logging.WARNING, "database busy")
+_undecodable = FloodLog(log, logging.INFO, "refused request bodies that are not valid protobuf")
 
 
 @dataclass
@@ -77,6 +105,42 @@ def rate_limited(limit_class: str, limit: int, retry_after_seconds: float,
         retry_after_seconds=retry_after_seconds, quota_subject=f"user:{user_id}")
 
 
+def overloaded(limit: int) -> ServiceError:
+    """GRPC_MAX_CONCURRENT_RPCS calls are already in progress on this server."""
+    return ServiceError(Code.RESOURCE_EXHAUSTED, "OVERLOADED",
+                        f"The server is handling its maximum of {limit} calls; retry",
+                        metadata={"limit": str(limit)}, retry_after_seconds=BUSY_RETRY_SECONDS)
+
+
+def undecodable(method: str) -> ServiceError:
+    """A body that is not a message of the method's request type; nothing of the parser's text
+    goes to the caller, and a burst of them is logged as one line."""
+    _undecodable.record(method)
+    return invalid_argument("", "The request body is not a valid message of the request type")
+
+
+def database_busy(waited_for: str) -> ServiceError:
+    """The call waited past a configured limit (a row lock, a pool connection, its statement,
+    a race retried too often); nothing was written."""
+    _busy.record(waited_for)
+    return ServiceError(Code.UNAVAILABLE, "DATABASE_BUSY",
+                        "The database is busy; nothing was changed; retry",
+                        retry_after_seconds=BUSY_RETRY_SECONDS)
+
+
+def database_unavailable(what: str) -> ServiceError:
+    """The database cannot be reached, or went away during the call."""
+    _outage.record(what)
+    return ServiceError(Code.UNAVAILABLE, "DATABASE_UNAVAILABLE",
+                        "The database is unavailable; retry",
+                        retry_after_seconds=UNAVAILABLE_RETRY_SECONDS)
+
+
+def database_answers() -> None:
+    """The database answered a call again: the outage (if any) is over, and the log says so."""
+    _outage.ended("database answers again")
+
+
 def classify(exc: BaseException, method: str) -> ServiceError:
     """The ServiceError an exception stands for; anything unexpected is logged in full."""
     if isinstance(exc, ServiceError):
@@ -85,13 +149,12 @@ def classify(exc: BaseException, method: str) -> ServiceError:
         return ServiceError(Code.UNAUTHENTICATED, exc.reason, exc.message)
     if isinstance(exc, asyncpg.PostgresError):
         return _from_postgres(exc, method)
-    if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError)):
-        log.warning("database unreachable during %s: %r", method, exc)
-        return _database_unavailable()
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return database_unavailable(f"{method}: {type(exc).__name__}: {exc}")
     if isinstance(exc, NotImplementedError):
         return ServiceError(Code.UNIMPLEMENTED, "NOT_IMPLEMENTED", "This method is not implemented yet")
     log.error("unexpected error in %s", method, exc_info=exc)
-    return _internal()
+    return internal()
 
 
 def _from_postgres(exc: asyncpg.PostgresError, method: str) -> ServiceError:
@@ -103,18 +166,15 @@ def _from_postgres(exc: asyncpg.PostgresError, method: str) -> ServiceError:
         if code is Code.INVALID_ARGUMENT:
             error.violations = [Violation(metadata.get("field", ""), exc.message)]
         return error
-    if sqlstate == _QUERY_CANCELED:
-        return ServiceError(Code.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "The deadline passed")
-    code = _SQLSTATE_CLASS.get(sqlstate[:2])
-    if code is Code.INVALID_ARGUMENT:
-        log.info("rejected value in %s: %s", method, exc)
-        return ServiceError(code, "INVALID_ARGUMENT", "A value in the request is not valid",
-                            violations=[Violation("", "A value in the request is not valid")])
-    if code is Code.UNAVAILABLE:
-        log.warning("database unavailable during %s: %s", method, exc)
-        return _database_unavailable()
-    log.error("unexpected database error in %s", method, exc_info=exc)
-    return _internal()
+    if sqlstate in _BUSY_SQLSTATES:
+        return database_busy(f"{method}: SQLSTATE {sqlstate} {exc}")
+    if sqlstate in _GONE_SQLSTATES or sqlstate[:2] in _GONE_CLASSES:
+        return database_unavailable(f"{method}: SQLSTATE {sqlstate} {exc}")
+    if sqlstate[:2] in _BAD_VALUE_CLASSES:
+        log.info("rejected value in %s: SQLSTATE %s %s", method, sqlstate, exc)
+        return invalid_argument("", "A value in the request is not valid")
+    log.error("unexpected database error in %s (SQLSTATE %s)", method, sqlstate, exc_info=exc)
+    return internal()
 
 
 def _metadata(hint: str | None) -> dict[str, str]:
@@ -124,11 +184,7 @@ def _metadata(hint: str | None) -> dict[str, str]:
         return {}
 
 
-def _database_unavailable() -> ServiceError:
-    return ServiceError(Code.UNAVAILABLE, "DATABASE_UNAVAILABLE", "The database is unavailable; retry")
-
-
-def _internal() -> ServiceError:
+def internal() -> ServiceError:
     return ServiceError(Code.INTERNAL, "INTERNAL", "Internal error")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-# Obviously a development value: production refuses to start with it (check_production).
+# Obviously a development value: production refuses to start with it (Settings checks).
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-use-in-production"
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
 MIN_SECRET_BYTES = 32
@@ -29,9 +29,17 @@ class RateLimits:
     confirm: int = 20
     read: int = 60
 
+    def __post_init__(self) -> None:
+        for name in ("write", "bulk", "confirm", "read"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"RATE_LIMIT_{name.upper()}_PER_MINUTE must be at least 1")
+
 
 @dataclass(frozen=True)
 class Settings:
+    """Every setting, checked when the object is built (however it is built): a Settings that
+    exists is one the service can run with."""
+
     database_url: str | None = None
     redis_url: str | None = None
     # Not from the environment: how long a Redis call may take before the in-process limiter
@@ -54,8 +62,33 @@ class Settings:
     log_level: str = "INFO"
     environment: str = "development"
     shutdown_grace_seconds: float = 10.0
+    # Between NOT_SERVING and closing, so load balancers stop sending before the port goes away.
+    shutdown_pause_seconds: float = 2.0
     db_pool_min_size: int = 2
     db_pool_max_size: int = 20
+    db_lock_timeout_ms: int = 2000
+    db_statement_timeout_ms: int = 5000
+    db_acquire_timeout_ms: int = 2000
+    grpc_max_concurrent_rpcs: int = 1000
+    grpc_max_message_bytes: int = 1024 * 1024
+    grpc_max_connection_age_seconds: float = 300.0
+    grpc_max_connection_age_grace_seconds: float = 30.0
+    grpc_keepalive_time_seconds: float = 60.0
+    grpc_keepalive_timeout_seconds: float = 20.0
+    # The verification key, parsed once from the settings above (not a setting of its own).
+    jwt_key: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name, (variable, minimum) in _MINIMUMS.items():
+            if getattr(self, name) < minimum:
+                raise ConfigError(f"{variable} must be at least {minimum}")
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ConfigError("DB_POOL_MIN_SIZE must not exceed DB_POOL_MAX_SIZE")
+        if self.jwt_algorithm not in ("HS256", *ASYMMETRIC_ALGORITHMS):
+            raise ConfigError(f"JWT_ALGORITHM must be one of HS256, {', '.join(ASYMMETRIC_ALGORITHMS)}")
+        if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        object.__setattr__(self, "jwt_key", self._verification_key())
 
     @property
     def is_production(self) -> bool:
@@ -64,50 +97,83 @@ class Settings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = {k: v for k, v in (os.environ if environ is None else environ).items() if v != ""}
-        settings = cls(
+        return cls(
             database_url=env.get("DATABASE_URL"),
-            redis_url=_redis_url(env),
+            redis_url=env.get("REDIS_URL"),
             jwt_secret_key=env.get("JWT_SECRET_KEY", "" if _prod(env) else DEV_JWT_SECRET),
             jwt_algorithm=_choice(env, "JWT_ALGORITHM", "HS256", ("HS256", *ASYMMETRIC_ALGORITHMS)),
             jwt_public_key=env.get("JWT_PUBLIC_KEY"),
             jwt_issuer=env.get("JWT_ISSUER"),
             jwt_audience=env.get("JWT_AUDIENCE"),
-            jwt_leeway_seconds=_int(env, "JWT_LEEWAY_SECONDS", 30, minimum=0),
+            jwt_leeway_seconds=_int(env, "JWT_LEEWAY_SECONDS", 30),
             page_token_secret=env.get("PAGE_TOKEN_SECRET"),
             grpc_host=env.get("GRPC_HOST", "0.0.0.0"),
-            grpc_port=_int(env, "GRPC_PORT", 50051, minimum=0),
+            grpc_port=_int(env, "GRPC_PORT", 50051),
             rate_limit_enabled=_bool(env, "RATE_LIMIT_ENABLED", True),
             rate_limits=RateLimits(
-                write=_int(env, "RATE_LIMIT_WRITE_PER_MINUTE", 10, minimum=1),
-                bulk=_int(env, "RATE_LIMIT_BULK_PER_MINUTE", 5, minimum=1),
-                confirm=_int(env, "RATE_LIMIT_CONFIRM_PER_MINUTE", 20, minimum=1),
-                read=_int(env, "RATE_LIMIT_READ_PER_MINUTE", 60, minimum=1),
+                write=_int(env, "RATE_LIMIT_WRITE_PER_MINUTE", 10),
+                bulk=_int(env, "RATE_LIMIT_BULK_PER_MINUTE", 5),
+                confirm=_int(env, "RATE_LIMIT_CONFIRM_PER_MINUTE", 20),
+                read=_int(env, "RATE_LIMIT_READ_PER_MINUTE", 60),
             ),
             log_level=_choice(env, "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             environment=env.get("ENVIRONMENT", "development").lower(),
-            shutdown_grace_seconds=float(_int(env, "SHUTDOWN_GRACE_SECONDS", 10, minimum=0)),
-            db_pool_min_size=_int(env, "DB_POOL_MIN_SIZE", 2, minimum=0),
-            db_pool_max_size=_int(env, "DB_POOL_MAX_SIZE", 20, minimum=1),
+            shutdown_grace_seconds=_number(env, "SHUTDOWN_GRACE_SECONDS", 10),
+            shutdown_pause_seconds=_number(env, "SHUTDOWN_PAUSE_SECONDS", 2),
+            db_pool_min_size=_int(env, "DB_POOL_MIN_SIZE", 2),
+            db_pool_max_size=_int(env, "DB_POOL_MAX_SIZE", 20),
+            db_lock_timeout_ms=_int(env, "DB_LOCK_TIMEOUT_MS", 2000),
+            db_statement_timeout_ms=_int(env, "DB_STATEMENT_TIMEOUT_MS", 5000),
+            db_acquire_timeout_ms=_int(env, "DB_ACQUIRE_TIMEOUT_MS", 2000),
+            grpc_max_concurrent_rpcs=_int(env, "GRPC_MAX_CONCURRENT_RPCS", 1000),
+            grpc_max_message_bytes=_int(env, "GRPC_MAX_MESSAGE_BYTES", 1024 * 1024),
+            grpc_max_connection_age_seconds=_number(env, "GRPC_MAX_CONNECTION_AGE_SECONDS", 300),
+            grpc_max_connection_age_grace_seconds=_number(
+                env, "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30),
+            grpc_keepalive_time_seconds=_number(env, "GRPC_KEEPALIVE_TIME_SECONDS", 60),
+            grpc_keepalive_timeout_seconds=_number(env, "GRPC_KEEPALIVE_TIMEOUT_SECONDS", 20),
         )
-        settings.check_keys()
-        return settings
 
-    def check_keys(self) -> None:
-        """Fail fast on signing keys that cannot work, or that production must not use."""
+    def _verification_key(self) -> Any:
+        """The key tokens are verified with; keys that cannot work, or that production must not
+        use, stop the start rather than every call."""
         if self.jwt_algorithm in ASYMMETRIC_ALGORITHMS:
             if not self.jwt_public_key or "BEGIN PUBLIC KEY" not in self.jwt_public_key:
                 raise ConfigError("JWT_PUBLIC_KEY must hold a PEM public key when "
                                   f"JWT_ALGORITHM={self.jwt_algorithm}")
-            load_public_key(self.jwt_public_key, self.jwt_algorithm)
-            return
-        if not self.is_production:
-            return
-        if not self.jwt_secret_key:
-            raise ConfigError("JWT_SECRET_KEY is required when ENVIRONMENT=production")
-        if self.jwt_secret_key == DEV_JWT_SECRET:
-            raise ConfigError("JWT_SECRET_KEY is the development default; set a real secret")
-        if len(self.jwt_secret_key.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(f"JWT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
+            return load_public_key(self.jwt_public_key, self.jwt_algorithm)
+        if self.is_production:
+            if not self.jwt_secret_key:
+                raise ConfigError("JWT_SECRET_KEY is required when ENVIRONMENT=production")
+            if self.jwt_secret_key == DEV_JWT_SECRET:
+                raise ConfigError("JWT_SECRET_KEY is the development default; set a real secret")
+            if len(self.jwt_secret_key.encode()) < MIN_SECRET_BYTES:
+                raise ConfigError(f"JWT_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes")
+        return self.jwt_secret_key
+
+
+# The lowest value each numeric setting accepts, by field, with the variable that sets it.
+_MINIMUMS: dict[str, tuple[str, float]] = {
+    "jwt_leeway_seconds": ("JWT_LEEWAY_SECONDS", 0),
+    "grpc_port": ("GRPC_PORT", 0),
+    "shutdown_grace_seconds": ("SHUTDOWN_GRACE_SECONDS", 0),
+    "shutdown_pause_seconds": ("SHUTDOWN_PAUSE_SECONDS", 0),
+    "db_pool_min_size": ("DB_POOL_MIN_SIZE", 0),
+    "db_pool_max_size": ("DB_POOL_MAX_SIZE", 1),
+    # Zero would mean "no limit" to PostgreSQL: a stuck lock could stall the service again.
+    "db_lock_timeout_ms": ("DB_LOCK_TIMEOUT_MS", 1),
+    "db_statement_timeout_ms": ("DB_STATEMENT_TIMEOUT_MS", 1),
+    "db_acquire_timeout_ms": ("DB_ACQUIRE_TIMEOUT_MS", 1),
+    "grpc_max_concurrent_rpcs": ("GRPC_MAX_CONCURRENT_RPCS", 1),
+    "grpc_max_message_bytes": ("GRPC_MAX_MESSAGE_BYTES", 1024),
+    "grpc_max_connection_age_seconds": ("GRPC_MAX_CONNECTION_AGE_SECONDS", 1),
+    "grpc_max_connection_age_grace_seconds": ("GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 0),
+    "grpc_keepalive_time_seconds": ("GRPC_KEEPALIVE_TIME_SECONDS", 1),
+    "grpc_keepalive_timeout_seconds": ("GRPC_KEEPALIVE_TIMEOUT_SECONDS", 1),
+    "redis_timeout_seconds": ("redis_timeout_seconds", 0.001),
+    "redis_retry_seconds": ("redis_retry_seconds", 0),
+}
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def load_public_key(pem: str, algorithm: str) -> Any:
@@ -131,24 +197,27 @@ def _prod(env: Mapping[str, str]) -> bool:
     return env.get("ENVIRONMENT", "").lower() == "production"
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be a finite number, not {raw!r}")
     return value
-
-
-def _redis_url(env: Mapping[str, str]) -> str | None:
-    url = env.get("REDIS_URL")
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
-    return url
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

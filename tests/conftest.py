@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +15,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from participation_grpc.app import App
+from participation_grpc.app import App, running
 from participation_grpc.auth import mint_token
-from participation_grpc.db import Database
+from participation_grpc.db import QueryLogger
 from participation_grpc.migrate import migrate
 from participation_grpc.settings import Settings
 from participation_grpc.v1 import participation_pb2_grpc
@@ -50,7 +51,7 @@ async def database_url(template: tuple[str, str]) -> AsyncIterator[str]:
 def test_settings(database_url: str, **overrides: Any) -> Settings:
     options: dict[str, Any] = {"database_url": database_url, "grpc_host": "127.0.0.1",
                                "grpc_port": 0, "rate_limit_enabled": False,
-                               "shutdown_grace_seconds": 5.0}
+                               "shutdown_grace_seconds": 5.0, "shutdown_pause_seconds": 0.0}
     return Settings(**{**options, **overrides})
 
 
@@ -69,7 +70,7 @@ class Service:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.app.port}"
+        return self.app.address
 
     def token(self, user_id: uuid.UUID, **claims: Any) -> str:
         return mint_token(self.settings, user_id, **claims)
@@ -82,26 +83,26 @@ class Service:
         return await getattr(self.stub, method)(request, metadata=self.auth(user_id))
 
 
-async def start_service(settings: Settings) -> tuple[App, Database]:
+@asynccontextmanager
+async def serving(settings: Settings, query_logger: QueryLogger | None = None
+                  ) -> AsyncIterator[Service]:
+    """The service's own lifecycle (app.running), a channel to it and a seeding connection."""
     assert settings.database_url is not None
-    db = await Database.connect(settings.database_url, 1, 20)
-    app = App(settings, db)
-    await app.start()
-    return app, db
+    async with running(settings, query_logger) as app:
+        channel = grpc.aio.insecure_channel(app.address)
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            yield Service(app, participation_pb2_grpc.ParticipationServiceStub(channel),
+                          Seed(conn), settings, channel)
+        finally:
+            await conn.close()
+            await channel.close()
 
 
 @pytest.fixture
 async def service(database_url: str) -> AsyncIterator[Service]:
-    settings = test_settings(database_url)
-    app, db = await start_service(settings)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
-    conn = await asyncpg.connect(database_url)
-    yield Service(app, participation_pb2_grpc.ParticipationServiceStub(channel), Seed(conn),
-                  settings, channel)
-    await conn.close()
-    await channel.close()
-    await app.stop()
-    await db.close()
+    async with serving(test_settings(database_url)) as started:
+        yield started
 
 
 def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:

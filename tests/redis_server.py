@@ -6,13 +6,14 @@ import atexit
 import functools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
 import pytest
 import redis
+
+from tests.network import free_port
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 START_TIMEOUT_SECONDS = 10.0
@@ -26,13 +27,6 @@ def answers(url: str) -> bool:
         return False
     finally:
         client.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RedisServer:

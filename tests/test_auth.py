@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -23,13 +24,11 @@ from google.protobuf import descriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from participation_grpc.app import App
-from participation_grpc.db import Database
 from participation_grpc.health import SERVICE_NAME
 from participation_grpc.settings import DEV_JWT_SECRET, ConfigError, Settings
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc
-from tests.conftest import Service, expect_error, start_service
+from tests.conftest import Service, expect_error, serving
 from tests.conftest import test_settings as settings_for
 from tests.postgres import scratch_database
 
@@ -182,19 +181,17 @@ Channels = Callable[[str], Awaitable[grpc.aio.Channel]]
 @pytest.fixture(scope="module")
 async def channel_to(module_database_url: str) -> AsyncIterator[Channels]:
     """A channel to a server started (once per module) with one of CONFIGS."""
-    running: dict[str, tuple[App, Database, grpc.aio.Channel]] = {}
+    channels: dict[str, grpc.aio.Channel] = {}
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def get(config: str) -> grpc.aio.Channel:
-        if config not in running:
-            app, db = await start_service(settings_for(module_database_url, **CONFIGS[config]))
-            running[config] = (app, db, grpc.aio.insecure_channel(f"127.0.0.1:{app.port}"))
-        return running[config][2]
+        async def get(config: str) -> grpc.aio.Channel:
+            if config not in channels:
+                started = await servers.enter_async_context(
+                    serving(settings_for(module_database_url, **CONFIGS[config])))
+                channels[config] = started.channel
+            return channels[config]
 
-    yield get
-    for app, db, channel in running.values():
-        await channel.close()
-        await app.stop()
-        await db.close()
+        yield get
 
 
 def metadata(authorization: str | None) -> tuple[tuple[str, str], ...]:

@@ -23,6 +23,7 @@ from participation_grpc.ratelimit import (
 from participation_grpc.settings import ConfigError, RateLimits, Settings
 from participation_grpc.v1 import participation_pb2
 from tests import redis_server
+from tests.network import free_port
 
 LIMITS = RateLimits(write=3, bulk=2, confirm=4, read=5)
 
@@ -284,7 +285,7 @@ class FlakyClient:
 async def test_unreachable_redis_is_replaced_by_the_local_limiter_logged_and_counted_once(
         caplog: pytest.LogCaptureFixture) -> None:
     before = metrics.snapshot()
-    limiter = RedisLimiter(Redis.from_url(f"redis://127.0.0.1:{redis_server.free_port()}/0",
+    limiter = RedisLimiter(Redis.from_url(f"redis://127.0.0.1:{free_port()}/0",
                                           socket_connect_timeout=0.5),
                            LIMITS, retry_seconds=0)
     subject = user()

@@ -6,7 +6,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import grpc
 import pytest
 import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -15,7 +14,7 @@ from participation_grpc import metrics
 from participation_grpc.health import SERVICE_NAME
 from participation_grpc.ratelimit import KEY_PREFIX, RedisLimiter
 from participation_grpc.settings import RateLimits
-from tests.conftest import error_info, start_service
+from tests.conftest import error_info, serving
 from tests.conftest import test_settings as settings_for
 from tests.redis_server import RedisServer
 from tests.test_ratelimit_service import Server, admit, retry_seconds
@@ -37,16 +36,11 @@ async def replicas(database_url: str, private_redis: RedisServer
                    ) -> AsyncIterator[tuple[Server, Server]]:
     """Two servers sharing the private Redis; an unreachable Redis is asked again at once, so
     the test drives recovery by its calls, not by waiting."""
-    started = []
-    for _ in range(2):
-        settings = settings_for(database_url, rate_limit_enabled=True, rate_limits=LIMITS,
-                                redis_url=private_redis.url, redis_retry_seconds=0.0)
-        app, db = await start_service(settings)
-        started.append(Server(app, db, grpc.aio.insecure_channel(f"127.0.0.1:{app.port}"),
-                              settings))
-    yield started[0], started[1]
-    for server in started:
-        await server.close()
+    settings = settings_for(database_url, rate_limit_enabled=True, rate_limits=LIMITS,
+                            redis_url=private_redis.url, redis_retry_seconds=0.0)
+    async with serving(settings) as first, serving(settings) as second:
+        yield (Server(first.app, first.channel, settings),
+               Server(second.app, second.channel, settings))
 
 
 def using_redis(server: Server) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -13,13 +14,12 @@ from google.rpc import error_details_pb2
 
 from participation_grpc.app import App
 from participation_grpc.auth import mint_token
-from participation_grpc.db import Database
 from participation_grpc.ratelimit import LocalLimiter, RedisLimiter
 from participation_grpc.settings import RateLimits, Settings
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc
 from tests import redis_server
-from tests.conftest import detail, error_info, start_service
+from tests.conftest import detail, error_info, serving
 from tests.conftest import test_settings as settings_for
 
 Code = grpc.StatusCode
@@ -47,7 +47,6 @@ CALLS: dict[str, Callable[[], tuple[str, Any]]] = {
 @dataclass
 class Server:
     app: App
-    db: Database
     channel: grpc.aio.Channel
     settings: Settings
 
@@ -75,10 +74,6 @@ class Server:
         assert caught.value.code() == Code.RESOURCE_EXHAUSTED, caught.value.details()
         return caught.value
 
-    async def close(self) -> None:
-        await self.channel.close()
-        await self.app.stop()
-        await self.db.close()
 
 
 StartServer = Callable[..., Awaitable[Server]]
@@ -92,19 +87,14 @@ def redis_url() -> str:
 @pytest.fixture
 async def servers(database_url: str, redis_url: str) -> AsyncIterator[StartServer]:
     """Starts servers with rate limiting on, against the test Redis unless told otherwise."""
-    started: list[Server] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(**overrides: Any) -> Server:
-        options = {"rate_limit_enabled": True, "redis_url": redis_url, **overrides}
-        settings = settings_for(database_url, **options)
-        app, db = await start_service(settings)
-        started.append(Server(app, db, grpc.aio.insecure_channel(f"127.0.0.1:{app.port}"),
-                              settings))
-        return started[-1]
+        async def start(**overrides: Any) -> Server:
+            options = {"rate_limit_enabled": True, "redis_url": redis_url, **overrides}
+            started = await stack.enter_async_context(serving(settings_for(database_url, **options)))
+            return Server(started.app, started.channel, started.settings)
 
-    yield start
-    for server in started:
-        await server.close()
+        yield start
 
 
 async def admit(server: Server, limit_class: str, user_id: uuid.UUID, calls: int) -> None:

@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -14,11 +13,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from participation_grpc.app import App
-from participation_grpc.db import Database
+from participation_grpc.app import running
+from participation_grpc.auth import mint_token
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc as pb_grpc
-from tests.conftest import Service, expect_error, test_settings
+from tests.conftest import Service, expect_error, serving, test_settings
+from tests.network import free_port
 from tests.seed import Seed
 
 BIN = Path(sys.executable).parent
@@ -77,33 +77,20 @@ async def test_health_is_serving_for_overall_and_service_without_token(service: 
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def test_health_is_not_serving_when_database_is_unreachable(database_url: str) -> None:
+async def test_health_is_not_serving_when_database_is_unreachable() -> None:
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     settings = test_settings(unreachable)
-    db = await Database.connect(unreachable, 1, 2)
-    app = App(settings, db)
-    await app.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+    async with running(settings) as app, grpc.aio.insecure_channel(app.address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=SERVICE))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         # Calls say the database is unavailable, in words fit for a caller.
         stub = pb_grpc.ParticipationServiceStub(channel)
-        from participation_grpc.auth import mint_token
         token = mint_token(settings, uuid.uuid4())
-        info = await expect_error(
+        await expect_error(
             stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(uuid.uuid4())),
                               metadata=(("authorization", f"Bearer {token}"),)),
             grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
-        assert info.domain == "participation"
-    await app.stop()
-    await db.close()
 
 
 async def test_unimplemented_methods_answer_with_error_info(service: Service) -> None:
@@ -152,7 +139,6 @@ async def test_sigterm_drains_in_flight_calls_then_exits_zero(database_url: str)
     settings = test_settings(database_url)
 
     def auth(u: uuid.UUID) -> tuple[tuple[str, str], ...]:
-        from participation_grpc.auth import mint_token
         return (("authorization", f"Bearer {mint_token(settings, u)}"),)
 
     lock = conn.transaction()
@@ -219,36 +205,25 @@ async def test_deadline_cancels_the_database_work(service: Service) -> None:
 
 
 async def test_each_rpc_runs_exactly_one_statement(database_url: str) -> None:
-    """One procedure call per RPC on a pooled connection: counted on a one-connection pool."""
-    db = await Database.connect(database_url, 1, 1)
-    app = App(test_settings(database_url), db)
-    await app.start()
+    """One procedure call per RPC on a pooled connection: every statement the pool runs after
+    its connections' setup is seen, so type look-ups or extra round trips would show."""
     statements: list[str] = []
-    async with db._pool.acquire() as conn:  # the pool's only connection, logged from now on
-        conn.add_query_logger(lambda record: statements.append(record.query))
-    seed_conn = await asyncpg.connect(database_url)
-    seed = Seed(seed_conn)
-    organizer, user = await seed.user(), await seed.user()
-    activity = await seed.activity(organizer)
-    from participation_grpc.auth import mint_token
-    metadata = (("authorization", f"Bearer {mint_token(app.settings, user)}"),)
-    calls = [("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
-             ("ListParticipants", pb.ListParticipantsRequest(activity_id=str(activity))),
-             ("ListUserActivities", pb.ListUserActivitiesRequest()),
-             ("ListReceivedInvitations", pb.ListReceivedInvitationsRequest()),
-             ("LeaveActivity", pb.LeaveActivityRequest(activity_id=str(activity))),
-             ("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
-             ("CancelParticipation", pb.CancelParticipationRequest(activity_id=str(activity))),
-             ("SendInvitations", pb.SendInvitationsRequest(activity_id=str(activity),
-                                                           user_ids=[str(organizer)]))]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        stub = pb_grpc.ParticipationServiceStub(channel)
+    settings = test_settings(database_url, db_pool_min_size=1, db_pool_max_size=1)
+    async with serving(settings, query_logger=lambda q: statements.append(q.query)) as service:
+        organizer, user = await service.seed.user(), await service.seed.user()
+        activity = await service.seed.activity(organizer)
+        calls = [("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
+                 ("ListParticipants", pb.ListParticipantsRequest(activity_id=str(activity))),
+                 ("ListUserActivities", pb.ListUserActivitiesRequest()),
+                 ("ListReceivedInvitations", pb.ListReceivedInvitationsRequest()),
+                 ("LeaveActivity", pb.LeaveActivityRequest(activity_id=str(activity))),
+                 ("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
+                 ("CancelParticipation", pb.CancelParticipationRequest(activity_id=str(activity))),
+                 ("SendInvitations", pb.SendInvitationsRequest(activity_id=str(activity),
+                                                               user_ids=[str(organizer)]))]
         for method, request in calls:
-            before = len([s for s in statements if s != "SELECT 1"])
+            before = len(statements)
             with contextlib.suppress(grpc.aio.AioRpcError):  # failing calls count too
-                await getattr(stub, method)(request, metadata=metadata)
-            ran = [s for s in statements if s != "SELECT 1"][before:]  # health pings aside
+                await service.call(method, user, request)
+            ran = statements[before:]
             assert len(ran) == 1 and "activity.sp_" in ran[0], (method, ran)
-    await seed_conn.close()
-    await app.stop()
-    await db.close()
