@@ -20,7 +20,7 @@ from participation_grpc import error_details
 from participation_grpc.auth import mint_token
 from participation_grpc.settings import RateLimits
 from participation_grpc.v1 import participation_pb2 as pb
-from tests.conftest import Service, start_service, test_settings
+from tests.conftest import Service, serving, test_settings
 from tests.seed import Seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,16 +127,12 @@ async def test_floor_install_calls_the_server_and_reads_the_error_details(
         await conn.close()
     # A write budget of 2: the invalid call and the join count, the leave is refused.
     settings = test_settings(database_url, rate_limit_enabled=True, rate_limits=RateLimits(write=2))
-    app, db = await start_service(settings)
-    try:
+    async with serving(settings) as service:
         proc = await asyncio.create_subprocess_exec(
-            str(client_venv / "bin" / "python"), "-c", CLIENT, f"127.0.0.1:{app.port}",
+            str(client_venv / "bin" / "python"), "-c", CLIENT, service.address,
             mint_token(settings, user), str(activity), cwd=client_venv,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
-    finally:
-        await app.stop()
-        await db.close()
     assert proc.returncode == 0, err.decode()
     result = json.loads(out)
     assert result["unauthenticated"]["code"] == "UNAUTHENTICATED"

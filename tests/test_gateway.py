@@ -4,6 +4,7 @@ real server: what `make gateway` runs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import struct
@@ -24,7 +25,7 @@ import pytest
 from participation_grpc.auth import mint_token
 from participation_grpc.settings import Settings
 from participation_grpc.v1 import participation_pb2 as pb
-from tests.conftest import start_service, test_settings
+from tests.conftest import serving, test_settings
 from tests.postgres import scratch_database
 from tests.seed import Seed
 
@@ -121,12 +122,15 @@ def descriptor(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def gateway(template: tuple[str, str], descriptor: Path,
                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
     dsn, template_name = template
-    async with scratch_database(dsn, "participation_gateway", template_name) as url:
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(
+            scratch_database(dsn, "participation_gateway", template_name))
         settings = test_settings(url)
-        app, db = await start_service(settings)
+        service = await stack.enter_async_context(serving(settings))
         admin_file = tmp_path_factory.mktemp("envoy") / "admin-address"
         env = {**os.environ, "ENVOY": str(ENVOY), "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": "0",
-               "GATEWAY_ADMIN_PORT": "0", "GRPC_PORT": str(app.port), "DESCRIPTOR": str(descriptor)}
+               "GATEWAY_ADMIN_PORT": "0", "GRPC_PORT": str(service.app.port),
+               "DESCRIPTOR": str(descriptor)}
         proc = _start_envoy(env, admin_file)
         conn = await asyncpg.connect(url)
         try:
@@ -136,8 +140,6 @@ async def gateway(template: tuple[str, str], descriptor: Path,
             proc.terminate()
             await asyncio.to_thread(proc.wait)
             await conn.close()
-            await app.stop()
-            await db.close()
 
 
 async def _activity(gateway: Gateway, **options: Any) -> tuple[uuid.UUID, uuid.UUID]:
