@@ -51,8 +51,8 @@ openapi: $(STAMP) descriptor   ## build/openapi.json: the REST surface (every go
 migrate: $(STAMP)
 	$(VENV)/bin/participation-grpc migrate
 
-bench: $(STAMP)
-	$(PY) bench/limiter.py
+bench: $(STAMP)           ## the limiter, then the procedures alone (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
+	$(PY) bench/limiter.py && $(PY) bench/sql.py
 
 bench-rpc: $(STAMP)      ## k6 load of the RPCs (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
 	$(PY) -m pip install -q -e '.[server,dev,bench]' && $(PY) bench/rpc.py
