@@ -1,4 +1,4 @@
-"""The `participation-grpc` command: serve | migrate | token | dev."""
+"""The `participation-grpc` command: serve | migrate | reconcile | token | dev."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the gRPC service (configured by the environment)")
     commands.add_parser("migrate", help="apply the schema and procedures to DATABASE_URL")
+    commands.add_parser("reconcile", help="recompute every activity's counters from its rows "
+                                          "and print what was fixed")
     token = commands.add_parser("token", help="mint a development access token (HS256)")
     token.add_argument("user_id", type=uuid.UUID, help="the user the token acts for")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
@@ -46,6 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
         applied = asyncio.run(migrate(settings.database_url))
         print("applied: " + (", ".join(applied) or "nothing (up to date)"))
+        return 0
+    if args.command == "reconcile":
+        from participation_grpc.reconcile import reconcile_database
+
+        fixes = asyncio.run(reconcile_database(settings.database_url))
+        for fix in fixes:
+            print(f"fixed {fix}")
+        print(f"{len(fixes)} fixes" if fixes else "nothing to fix")
         return 0
     from participation_grpc.app import serve
 

@@ -13,6 +13,8 @@ from importlib.resources import files
 
 import asyncpg
 
+from participation_grpc.reconcile import reconcile
+
 log = logging.getLogger(__name__)
 SQL = files("participation_grpc.sql")
 LOCK_KEY = 0x7061727469636970  # "particip"
@@ -58,6 +60,8 @@ async def migrate(dsn: str) -> list[str]:
         applied = await _apply_migrations(conn)
         if await _apply_procedures(conn):
             applied.append(PROCEDURES_VERSION)
+        for fix in await reconcile(conn):  # drift other writers left: the procedures trust counters
+            log.warning("reconciled %s", fix)
         return applied
     finally:
         await conn.close()  # closing the session releases the advisory lock

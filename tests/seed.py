@@ -109,14 +109,15 @@ class Seed:
         return await self.conn.fetchrow(query, *args)
 
     async def counts(self, activity_id: uuid.UUID) -> dict[str, Any]:
-        """The activity's counters next to the real counts and the waitlist positions."""
+        """The activity's counters next to the real counts, and the waitlist positions as
+        callers see them (activity.waitlist_positions, queue order)."""
         row = await self.conn.fetchrow(
             """SELECT a.current_participants_count AS counter, a.waitlist_count AS wait_counter,
                    a.max_participants,
                    (SELECT count(*) FROM activity.participants p WHERE p.activity_id = a.activity_id
                       AND p.participation_status = 'registered') AS registered,
                    (SELECT coalesce(array_agg(w.position ORDER BY w.position), '{}')
-                      FROM activity.waitlist_entries w WHERE w.activity_id = a.activity_id)
+                      FROM activity.waitlist_positions w WHERE w.activity_id = a.activity_id)
                       AS positions
                FROM activity.activities a WHERE a.activity_id = $1""", activity_id)
         return dict(row)

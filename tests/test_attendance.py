@@ -216,6 +216,15 @@ async def test_confirm_on_missing_activity_is_activity_not_found(service: Servic
     await expect_error(confirm(service, a, uuid.uuid4(), b), Code.NOT_FOUND, "ACTIVITY_NOT_FOUND")
 
 
+async def test_confirm_before_start_is_activity_not_completed(service: Service) -> None:
+    """Contract 4.4: checked right after the activity is found, before anything about users."""
+    organizer, member = await service.seed.user(), await service.seed.user()
+    activity = await service.seed.activity(organizer)
+    await service.seed.participant(activity, member)
+    await expect_error(confirm(service, member, activity, uuid.uuid4()),
+                       Code.FAILED_PRECONDITION, "ACTIVITY_NOT_COMPLETED")
+
+
 async def test_confirm_by_caller_without_user_record_is_user_not_found(service: Service) -> None:
     _, activity, (a, _) = await past_activity(service, attended=True)
     ghost = uuid.uuid4()

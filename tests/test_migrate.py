@@ -81,8 +81,10 @@ async def test_migrate_keeps_platform_tables_and_repairs_predecessor_waitlist(
                            "VALUES ($1, $2, $2, 'x')", user, user.hex)
     activity = await conn.fetchval(
         "INSERT INTO activity.activities (activity_id, organizer_user_id, title, status, "
-        "scheduled_at, max_participants) VALUES (gen_random_uuid(), $1, 't', 'published', "
-        "now() + interval '1 day', 1) RETURNING activity_id", organizer)
+        "scheduled_at, max_participants, current_participants_count) VALUES (gen_random_uuid(), "
+        "$1, 't', 'published', now() + interval '1 day', 1, 1) RETURNING activity_id", organizer)
+    await conn.execute("INSERT INTO activity.participants (activity_id, user_id, role) "
+                       "VALUES ($1, $2, 'organizer')", activity, organizer)  # the one seat: full
     await conn.execute("ALTER TABLE activity.waitlist_entries "
                        "DROP CONSTRAINT waitlist_entries_position_unique")
     for user, position in ((a, 3), (b, 3), (c, 7)):

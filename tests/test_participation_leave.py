@@ -54,16 +54,23 @@ async def test_leave_frees_seat_for_first_waitlisted(service: Service) -> None:
     assert (counts["registered"], counts["positions"]) == (3, [1, 2])
 
 
-async def test_leave_from_waitlist_closes_the_gap(service: Service) -> None:
-    activity, _, _, queue = await full_activity(service, seats=2, waiting=4)
+async def test_leave_from_middle_of_waitlist_moves_no_other_entry(service: Service) -> None:
+    """Contract 7: the stored positions keep the gap (one row written), callers still see 1..n."""
+    activity, organizer, _, queue = await full_activity(service, seats=2, waiting=4)
+    before = await service.seed.conn.fetch(
+        "SELECT user_id, position, xmin::text AS version FROM activity.waitlist_entries "
+        "WHERE activity_id = $1 ORDER BY position", activity)
     reply = await leave(service, queue[1], activity)
     assert reply.was_waitlisted is True and list(reply.promoted_user_ids) == []
     await assert_consistent(service, activity)
-    rows = await service.seed.conn.fetch(
-        "SELECT user_id, position FROM activity.waitlist_entries WHERE activity_id = $1 "
-        "ORDER BY position", activity)
-    assert [(r["user_id"], r["position"]) for r in rows] == [
-        (queue[0], 1), (queue[2], 2), (queue[3], 3)]
+    after = await service.seed.conn.fetch(
+        "SELECT user_id, position, xmin::text AS version FROM activity.waitlist_entries "
+        "WHERE activity_id = $1 ORDER BY position", activity)
+    assert [tuple(r) for r in after] == [tuple(r) for i, r in enumerate(before) if i != 1]
+    shown = await service.call("ListWaitlist", organizer,
+                               pb.ListWaitlistRequest(activity_id=str(activity)))
+    assert [(e.user_id, e.position) for e in shown.entries] == [
+        (str(queue[0]), 1), (str(queue[2]), 2), (str(queue[3]), 3)]
 
 
 async def test_promotion_fills_every_free_seat(service: Service) -> None:

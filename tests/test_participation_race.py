@@ -68,3 +68,52 @@ async def test_concurrent_join_and_leave_keep_invariants(service: Service) -> No
     counts = await invariants(service, activity)
     assert counts["registered"] == 5
     assert counts["registered"] + counts["wait_counter"] == 1 + 40 - 10
+
+
+async def test_300_joins_and_leaves_at_size_keep_invariants(service: Service) -> None:
+    """Contract 4.3 at size: 10,000 members and 50 free seats; 250 newcomers join while 50
+    members leave, all at once. 100 seats go round, the other 150 wait, in order, 1..n."""
+    seed = service.seed
+    organizer = await seed.user()
+    activity = await seed.activity(organizer, max_participants=10_050)
+    members = [uuid.uuid4() for _ in range(9_999)]
+    newcomers = [uuid.uuid4() for _ in range(250)]
+    await seed.conn.copy_records_to_table(
+        "users", schema_name="activity", columns=["user_id", "email", "username", "password_hash"],
+        records=[(u, f"{u.hex}@example.test", u.hex, "x") for u in members + newcomers])
+    await seed.conn.copy_records_to_table(
+        "participants", schema_name="activity", columns=["activity_id", "user_id"],
+        records=[(activity, u) for u in members])
+    await seed.conn.execute("UPDATE activity.activities SET current_participants_count = 10000 "
+                            "WHERE activity_id = $1", activity)
+    join = pb.JoinActivityRequest(activity_id=str(activity))
+    leave = pb.LeaveActivityRequest(activity_id=str(activity))
+    leavers = members[::200]
+    calls = [service.call("JoinActivity", u, join) for u in newcomers]
+    for n, u in enumerate(leavers):  # spread the leaves among the joins
+        calls.insert(5 * n + 2, service.call("LeaveActivity", u, leave))
+    replies = await asyncio.gather(*calls)
+    assert len(replies) == 300 and len(leavers) == 50
+
+    counts = await invariants(service, activity)
+    assert (counts["registered"], counts["max_participants"]) == (10_050, 10_050)  # no free seat
+    assert counts["wait_counter"] == 150
+    promoted = [p for r in replies if isinstance(r, pb.LeaveActivityResponse)
+                for p in r.promoted_user_ids]
+    assert len(promoted) == len(set(promoted)) and set(promoted) <= {str(u) for u in newcomers}
+    places = await seed.conn.fetch(
+        "SELECT user_id, 'registered' AS place FROM activity.participants WHERE activity_id = $1 "
+        "AND participation_status = 'registered' AND user_id = ANY($2::uuid[]) "
+        "UNION ALL SELECT user_id, 'waiting' FROM activity.waitlist_entries "
+        "WHERE activity_id = $1", activity, newcomers + leavers)
+    assert sorted(r["user_id"] for r in places) == sorted(newcomers)  # each in one place, once
+    shown = []
+    token = ""
+    while True:  # the organizer's view of the queue, page by page
+        page = await service.call("ListWaitlist", organizer, pb.ListWaitlistRequest(
+            activity_id=str(activity), page_size=40, page_token=token))
+        assert page.total_size == 150
+        shown += [e.position for e in page.entries]
+        if not (token := page.next_page_token):
+            break
+    assert shown == list(range(1, 151))

@@ -9,38 +9,61 @@ DECLARE
     r record;
 BEGIN
     -- Every join of this activity queues here: capacity and positions are decided one at a time.
-    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = p_activity_id
-    FOR NO KEY UPDATE;
-    PERFORM activity.pa_check_join(a, p_activity_id, p_user_id, false);
-    r := activity.pa_admit(a, p_user_id);
-    RETURN QUERY SELECT p_activity_id, p_user_id, r.participation_status, r.role,
-                        r.waitlist_position, r.joined_at;
+    a := activity.pa_lock_activity(p_activity_id);
+    r := activity.pa_admit(a, p_user_id, activity.pa_check_join(a, p_activity_id, p_user_id, false));
+    activity_id := p_activity_id;
+    user_id := p_user_id;
+    participation_status := r.participation_status;
+    role := r.role;
+    waitlist_position := r.waitlist_position;
+    joined_at := r.joined_at;
+    RETURN NEXT;
 END $$;
 
--- Leave and cancel share their opening: the activity (visible, or the caller still holds a
--- place in it, so that a participant can always get out), not the organizer, not started.
+-- Leave and cancel share their opening: the activity locked, not the organizer's own. Whether
+-- the caller holds a place is learnt by the change itself (pa_leave, pa_cancel), so this reads
+-- nothing more, except for an activity that has started, where nothing changes and the answer
+-- depends on it: ACTIVITY_IN_PAST to someone who holds a place or can see the activity,
+-- ACTIVITY_NOT_FOUND to anyone else.
 CREATE OR REPLACE FUNCTION activity.pa_lock_for_withdrawal(p_activity_id uuid, p_user uuid)
 RETURNS activity.activities LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities;
+    a activity.activities := activity.pa_lock_activity(p_activity_id);
     ids jsonb := jsonb_build_object('activity_id', p_activity_id);
 BEGIN
-    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = p_activity_id
-    FOR NO KEY UPDATE;
-    IF NOT activity.pa_can_see(a, p_user)
-       AND NOT EXISTS (SELECT 1 FROM activity.participants p
-                       WHERE p.activity_id = p_activity_id AND p.user_id = p_user
-                         AND p.participation_status = 'registered')
-       AND NOT EXISTS (SELECT 1 FROM activity.waitlist_entries w
-                       WHERE w.activity_id = p_activity_id AND w.user_id = p_user) THEN
+    IF a.activity_id IS NULL THEN
         PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found', ids);
     ELSIF a.organizer_user_id = p_user THEN
         PERFORM activity.pa_raise('PA009', 'IS_ORGANIZER',
                                   'The organizer cannot leave their own activity', ids);
     ELSIF a.scheduled_at <= now() THEN
+        PERFORM activity.pa_refuse_absent(a, p_user, NOT activity.pa_holds_place(a, p_user));
         PERFORM activity.pa_raise('PA009', 'ACTIVITY_IN_PAST', 'The activity has already started', ids);
     END IF;
     RETURN a;
+END $$;
+
+-- Registered or waitlisted in the activity.
+CREATE OR REPLACE FUNCTION activity.pa_holds_place(a activity.activities, p_user uuid)
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM activity.participants p
+                   WHERE p.activity_id = a.activity_id AND p.user_id = p_user
+                     AND p.participation_status = 'registered')
+        OR EXISTS (SELECT 1 FROM activity.waitlist_entries w
+                   WHERE w.activity_id = a.activity_id AND w.user_id = p_user);
+END $$;
+
+-- A caller who holds no place (p_absent) in an activity they cannot see is told it does not
+-- exist: a participant can always get out, a stranger learns nothing.
+CREATE OR REPLACE FUNCTION activity.pa_refuse_absent(a activity.activities, p_user uuid,
+                                                     p_absent boolean)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_absent AND NOT activity.pa_can_see(a, p_user) THEN
+        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found',
+                                  jsonb_build_object('activity_id', a.activity_id));
+    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION activity.sp_leave_activity(p_activity_id uuid, p_user_id uuid)
@@ -49,25 +72,23 @@ RETURNS TABLE (activity_id uuid, user_id uuid, left_at timestamptz, was_waitlist
 LANGUAGE plpgsql AS $$
 DECLARE
     a activity.activities := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
-    v_promoted uuid[] := '{}';
+    v_free integer;
 BEGIN
-    DELETE FROM activity.waitlist_entries w WHERE w.activity_id = p_activity_id AND w.user_id = p_user_id;
-    IF FOUND THEN
-        PERFORM activity.pa_renumber_waitlist(p_activity_id);
-        PERFORM activity.pa_sync_counts(p_activity_id);
-        RETURN QUERY SELECT p_activity_id, p_user_id, now(), true, v_promoted;
-        RETURN;
+    activity_id := p_activity_id;
+    user_id := p_user_id;
+    left_at := now();
+    was_waitlisted := activity.pa_leave_waitlist(p_activity_id, p_user_id, p_user_id);
+    promoted_user_ids := '{}';
+    IF NOT was_waitlisted THEN
+        v_free := activity.pa_leave(p_activity_id, p_user_id, p_user_id);
+        IF v_free IS NULL THEN
+            PERFORM activity.pa_refuse_absent(a, p_user_id, true);
+            PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT', 'The user is not a participant',
+                                      jsonb_build_object('activity_id', p_activity_id));
+        END IF;
+        promoted_user_ids := activity.pa_fill_seats(a, v_free);
     END IF;
-    DELETE FROM activity.participants p
-    WHERE p.activity_id = p_activity_id AND p.user_id = p_user_id
-      AND p.participation_status = 'registered';
-    IF NOT FOUND THEN
-        PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT', 'The user is not a participant',
-                                  jsonb_build_object('activity_id', p_activity_id));
-    END IF;
-    v_promoted := activity.pa_promote_waitlist(a);
-    PERFORM activity.pa_sync_counts(p_activity_id);
-    RETURN QUERY SELECT p_activity_id, p_user_id, now(), false, v_promoted;
+    RETURN NEXT;
 END $$;
 
 CREATE OR REPLACE FUNCTION activity.sp_cancel_participation(p_activity_id uuid, p_user_id uuid,
@@ -77,30 +98,40 @@ RETURNS TABLE (activity_id uuid, user_id uuid, participation_status text,
 LANGUAGE plpgsql AS $$
 DECLARE
     a activity.activities := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
-    ids jsonb := jsonb_build_object('activity_id', p_activity_id);
-    v_status text;
-    v_promoted uuid[];
+    v_free integer := activity.pa_cancel(p_activity_id, p_user_id, p_reason, p_user_id);
 BEGIN
-    SELECT p.participation_status::text INTO v_status FROM activity.participants p
-    WHERE p.activity_id = p_activity_id AND p.user_id = p_user_id;
-    -- A waitlisted user may carry an older cancelled record: they are waitlisted, not cancelled.
+    IF v_free IS NULL THEN
+        PERFORM activity.pa_refuse_cancel(a, p_user_id);
+    END IF;
+    activity_id := p_activity_id;
+    user_id := p_user_id;
+    participation_status := 'cancelled';
+    cancelled_at := now();
+    promoted_user_ids := activity.pa_fill_seats(a, v_free);
+    RETURN NEXT;
+END $$;
+
+-- Why a caller who is not registered cannot cancel (contract 8): a waitlisted user leaves
+-- instead, a cancelled one has cancelled already, anyone else takes no part (or, when they
+-- cannot see the activity, it does not exist for them).
+CREATE OR REPLACE FUNCTION activity.pa_refuse_cancel(a activity.activities, p_user uuid)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    ids jsonb := jsonb_build_object('activity_id', a.activity_id);
+BEGIN
     IF EXISTS (SELECT 1 FROM activity.waitlist_entries w
-               WHERE w.activity_id = p_activity_id AND w.user_id = p_user_id) THEN
+               WHERE w.activity_id = a.activity_id AND w.user_id = p_user) THEN
         PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT',
                                   'A waitlisted user leaves the waitlist instead of cancelling', ids);
-    ELSIF v_status = 'cancelled' THEN
+    END IF;
+    PERFORM activity.pa_refuse_absent(a, p_user, true);
+    IF EXISTS (SELECT 1 FROM activity.participants p
+               WHERE p.activity_id = a.activity_id AND p.user_id = p_user
+                 AND p.participation_status = 'cancelled') THEN
         PERFORM activity.pa_raise('PA009', 'ALREADY_CANCELLED',
                                   'The participation is already cancelled', ids);
-    ELSIF v_status IS DISTINCT FROM 'registered' THEN
-        PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT', 'The user is not a participant', ids);
     END IF;
-    UPDATE activity.participants p
-    SET participation_status = 'cancelled', cancelled_at = now(), left_at = now(),
-        cancellation_reason = nullif(p_reason, ''), updated_at = now()
-    WHERE p.activity_id = p_activity_id AND p.user_id = p_user_id;
-    v_promoted := activity.pa_promote_waitlist(a);
-    PERFORM activity.pa_sync_counts(p_activity_id);
-    RETURN QUERY SELECT p_activity_id, p_user_id, 'cancelled'::text, now(), v_promoted;
+    PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT', 'The user is not a participant', ids);
 END $$;
 
 -- Registered (default) or cancelled participants: organizer, co-organizers, members; within a
@@ -176,7 +207,8 @@ BEGIN
           AND NOT EXISTS (SELECT 1 FROM activity.waitlist_entries w
                           WHERE w.activity_id = p.activity_id AND w.user_id = v_target)
         UNION ALL
-        SELECT w.activity_id, NULL, 'waitlisted', NULL, w.position, w.created_at
+        SELECT w.activity_id, NULL, 'waitlisted', NULL,
+               activity.pa_visible_position(w.activity_id, w.position), w.created_at
         FROM activity.waitlist_entries w
         WHERE w.user_id = v_target AND v_self
     ), matching AS (

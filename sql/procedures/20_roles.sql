@@ -2,17 +2,14 @@
 -- nothing else; a co-organizer is a registered participant with role co_organizer. The helpers
 -- here are shared by attendance, invitations and the waitlist (files sort after this one).
 
-CREATE OR REPLACE FUNCTION activity.pa_is_co_organizer(p_activity_id uuid, p_user uuid)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM activity.participants p
-                   WHERE p.activity_id = p_activity_id AND p.user_id = p_user
-                     AND p.role = 'co_organizer' AND p.participation_status = 'registered')
-$$;
-
 CREATE OR REPLACE FUNCTION activity.pa_manages(a activity.activities, p_user uuid)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT a.organizer_user_id = p_user OR activity.pa_is_co_organizer(a.activity_id, p_user)
-$$;
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN a.organizer_user_id = p_user
+        OR EXISTS (SELECT 1 FROM activity.participants p
+                   WHERE p.activity_id = a.activity_id AND p.user_id = p_user
+                     AND p.role = 'co_organizer' AND p.participation_status = 'registered');
+END $$;
 
 -- Attendance, invitations and the waitlist are open to the organizer and co-organizers.
 CREATE OR REPLACE FUNCTION activity.pa_require_manager(a activity.activities, p_user uuid)
@@ -37,18 +34,12 @@ END $$;
 
 -- The role of a registered participant; NULL for anyone else (waitlisted, cancelled, absent).
 CREATE OR REPLACE FUNCTION activity.pa_registered_role(p_activity_id uuid, p_user uuid)
-RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT p.role::text FROM activity.participants p
-    WHERE p.activity_id = p_activity_id AND p.user_id = p_user
-      AND p.participation_status = 'registered'
-$$;
-
-CREATE OR REPLACE FUNCTION activity.pa_set_role(p_activity_id uuid, p_user uuid, p_role text)
-RETURNS void LANGUAGE sql AS $$
-    UPDATE activity.participants p
-    SET role = p_role::activity.participant_role, updated_at = now()
-    WHERE p.activity_id = p_activity_id AND p.user_id = p_user
-$$;
+RETURNS text LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT p.role::text FROM activity.participants p
+            WHERE p.activity_id = p_activity_id AND p.user_id = p_user
+              AND p.participation_status = 'registered');
+END $$;
 
 -- Roles change under the activity lock, like every other change to an activity's participants.
 CREATE OR REPLACE FUNCTION activity.sp_promote_participant(p_activity_id uuid, p_user_id uuid,
@@ -73,7 +64,7 @@ BEGIN
                                   'A user blocked with the organizer cannot become a co-organizer',
                                   ids);
     END IF;
-    PERFORM activity.pa_set_role(p_activity_id, p_user_id, 'co_organizer');
+    PERFORM activity.pa_set_role(p_activity_id, p_user_id, 'co_organizer', p_acting_user_id);
     RETURN QUERY SELECT p_activity_id, p_user_id, 'co_organizer'::text;
 END $$;
 
@@ -90,6 +81,6 @@ BEGIN
                                   jsonb_build_object('activity_id', p_activity_id,
                                                      'user_id', p_user_id));
     END IF;
-    PERFORM activity.pa_set_role(p_activity_id, p_user_id, 'member');
+    PERFORM activity.pa_set_role(p_activity_id, p_user_id, 'member', p_acting_user_id);
     RETURN QUERY SELECT p_activity_id, p_user_id, 'member'::text;
 END $$;

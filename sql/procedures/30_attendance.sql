@@ -1,37 +1,5 @@
--- Attendance and peer verification (contract 4.4).
---
--- users.no_show_count and users.activities_attended_count follow transitions of a participant's
--- attendance_status: entering NO_SHOW (ATTENDED) adds one, leaving it gives it back, and marking
--- the same status again changes nothing, so neither counter is ever counted twice.
-
--- One entry of MarkAttendance; false when the user is not a registered participant.
-CREATE OR REPLACE FUNCTION activity.pa_set_attendance(p_activity_id uuid, p_user uuid,
-                                                      p_status text)
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-    v_old text;
-BEGIN
-    SELECT p.attendance_status::text INTO v_old FROM activity.participants p
-    WHERE p.activity_id = p_activity_id AND p.user_id = p_user
-      AND p.participation_status = 'registered';
-    IF NOT FOUND THEN
-        RETURN false;
-    END IF;
-    IF v_old IS DISTINCT FROM p_status THEN
-        UPDATE activity.participants p
-        SET attendance_status = p_status::activity.attendance_status, updated_at = now()
-        WHERE p.activity_id = p_activity_id AND p.user_id = p_user;
-        UPDATE activity.users u
-        SET no_show_count = greatest(u.no_show_count + (p_status = 'no_show')::int
-                                     - (v_old = 'no_show')::int, 0),
-            activities_attended_count = greatest(u.activities_attended_count
-                                                 + (p_status = 'attended')::int
-                                                 - (v_old = 'attended')::int, 0),
-            updated_at = now()
-        WHERE u.user_id = p_user;
-    END IF;
-    RETURN true;
-END $$;
+-- Attendance and peer verification (contract 4.4). The changes themselves (pa_set_attendance,
+-- pa_confirm) are in 05_changes.sql.
 
 -- p_entries: [{"user_id": uuid, "status": "attended" | "no_show"}]. Users who are not registered
 -- participants come back in failures (NOT_A_PARTICIPANT), in request order.
@@ -58,7 +26,7 @@ BEGIN
     ORDER BY u.user_id FOR NO KEY UPDATE;
     FOR e IN SELECT x.user_id, x.status FROM jsonb_to_recordset(p_entries) AS x(user_id uuid, status text)
     LOOP
-        IF activity.pa_set_attendance(p_activity_id, e.user_id, e.status) THEN
+        IF activity.pa_set_attendance(p_activity_id, e.user_id, e.status, p_acting_user_id) THEN
             v_updated := v_updated + 1;
         ELSE
             v_failures := v_failures
@@ -69,11 +37,12 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION activity.pa_attended(p_activity_id uuid, p_user uuid)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM activity.participants p
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM activity.participants p
                    WHERE p.activity_id = p_activity_id AND p.user_id = p_user
-                     AND p.participation_status = 'registered' AND p.attendance_status = 'attended')
-$$;
+                     AND p.participation_status = 'registered' AND p.attendance_status = 'attended');
+END $$;
 
 -- Confirmer and confirmed both exist, are not blocked with each other, and both attended.
 CREATE OR REPLACE FUNCTION activity.pa_check_confirmation(p_activity_id uuid, p_confirmed uuid,
@@ -109,39 +78,31 @@ CREATE OR REPLACE FUNCTION activity.sp_confirm_attendance(p_activity_id uuid, p_
 RETURNS TABLE (confirmation_id uuid, activity_id uuid, user_id uuid, verification_count integer)
 LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities;
-    v_id uuid;
-    v_count integer;
+    ids jsonb := jsonb_build_object('activity_id', p_activity_id, 'user_id', p_user_id);
+    r record;
 BEGIN
     IF p_user_id = p_acting_user_id THEN
         PERFORM activity.pa_raise('PA003', 'SELF_CONFIRMATION', 'You cannot confirm yourself',
-                                  jsonb_build_object('activity_id', p_activity_id,
-                                                     'user_id', p_user_id, 'field', 'user_id'));
+                                  ids || jsonb_build_object('field', 'user_id'));
     END IF;
-    -- A shared lock: attendance cannot be re-marked under a confirmation, while confirmations
-    -- of one activity still run side by side.
-    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = p_activity_id FOR SHARE;
-    IF NOT activity.pa_can_see(a, p_acting_user_id) THEN
-        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found',
+    -- The activity lock, as for every change of an activity's participants: attendance cannot
+    -- be re-marked under a confirmation, and the changes of one activity keep one order.
+    IF (activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id)).scheduled_at > now() THEN
+        PERFORM activity.pa_raise('PA009', 'ACTIVITY_NOT_COMPLETED',
+                                  'Attendance can be confirmed once the activity has started',
                                   jsonb_build_object('activity_id', p_activity_id));
     END IF;
     PERFORM activity.pa_check_confirmation(p_activity_id, p_user_id, p_acting_user_id);
-    -- The unique triple settles two identical confirmations racing past the check above.
-    INSERT INTO activity.attendance_confirmations AS c
-        (activity_id, confirmed_user_id, confirmer_user_id)
-    VALUES (p_activity_id, p_user_id, p_acting_user_id)
-    ON CONFLICT DO NOTHING
-    RETURNING c.confirmation_id INTO v_id;
-    IF v_id IS NULL THEN
+    r := activity.pa_confirm(p_activity_id, p_user_id, p_acting_user_id);
+    IF r.confirmation_id IS NULL THEN
         PERFORM activity.pa_raise('PA006', 'ALREADY_CONFIRMED',
-                                  'You have already confirmed this user for this activity',
-                                  jsonb_build_object('activity_id', p_activity_id,
-                                                     'user_id', p_user_id));
+                                  'You have already confirmed this user for this activity', ids);
     END IF;
-    UPDATE activity.users u SET verification_count = u.verification_count + 1, updated_at = now()
-    WHERE u.user_id = p_user_id
-    RETURNING u.verification_count INTO v_count;
-    RETURN QUERY SELECT v_id, p_activity_id, p_user_id, v_count;
+    confirmation_id := r.confirmation_id;
+    activity_id := p_activity_id;
+    user_id := p_user_id;
+    verification_count := r.verification_count;
+    RETURN NEXT;
 END $$;
 
 -- Activities the caller attended, each with the attended participants the caller has not

@@ -41,39 +41,23 @@ END $$;
 -- Why one user cannot be invited (contract 8's per-item order), or NULL when they can.
 CREATE OR REPLACE FUNCTION activity.pa_invitation_refusal(a activity.activities, p_inviter uuid,
                                                           p_invitee uuid)
-RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT CASE
-        WHEN p_invitee = p_inviter THEN 'CANNOT_INVITE_SELF'
-        WHEN NOT EXISTS (SELECT 1 FROM activity.users WHERE user_id = p_invitee) THEN 'USER_NOT_FOUND'
-        WHEN activity.pa_blocked(p_invitee, p_inviter)
-          OR activity.pa_blocked(p_invitee, a.organizer_user_id) THEN 'BLOCKED'
-        WHEN activity.pa_registered_role(a.activity_id, p_invitee) IS NOT NULL
-          OR EXISTS (SELECT 1 FROM activity.waitlist_entries w
-                     WHERE w.activity_id = a.activity_id AND w.user_id = p_invitee)
-            THEN 'ALREADY_PARTICIPANT'
-        WHEN EXISTS (SELECT 1 FROM activity.activity_invitations i
-                     WHERE i.activity_id = a.activity_id AND i.user_id = p_invitee
-                       AND i.status = 'pending' AND i.expires_at > now()) THEN 'ALREADY_INVITED'
-    END
-$$;
-
--- A new pending invitation. An earlier one that ran out is recorded as expired first, so a
--- pair has at most one pending row.
-CREATE OR REPLACE FUNCTION activity.pa_invite(p_activity_id uuid, p_inviter uuid, p_invitee uuid,
-                                              p_message text, p_expires_in_hours integer)
-RETURNS uuid LANGUAGE plpgsql AS $$
-DECLARE
-    v_id uuid;
+RETURNS text LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    UPDATE activity.activity_invitations i SET status = 'expired'
-    WHERE i.activity_id = p_activity_id AND i.user_id = p_invitee AND i.status = 'pending'
-      AND i.expires_at <= now();
-    INSERT INTO activity.activity_invitations AS i
-        (activity_id, user_id, invited_by_user_id, status, invited_at, expires_at, message)
-    VALUES (p_activity_id, p_invitee, p_inviter, 'pending', now(),
-            now() + make_interval(hours => p_expires_in_hours), nullif(p_message, ''))
-    RETURNING i.invitation_id INTO v_id;
-    RETURN v_id;
+    IF p_invitee = p_inviter THEN
+        RETURN 'CANNOT_INVITE_SELF';
+    ELSIF NOT EXISTS (SELECT 1 FROM activity.users WHERE user_id = p_invitee) THEN
+        RETURN 'USER_NOT_FOUND';
+    ELSIF activity.pa_blocked(p_invitee, p_inviter)
+          OR activity.pa_blocked(p_invitee, a.organizer_user_id) THEN
+        RETURN 'BLOCKED';
+    ELSIF activity.pa_holds_place(a, p_invitee) THEN
+        RETURN 'ALREADY_PARTICIPANT';
+    ELSIF EXISTS (SELECT 1 FROM activity.activity_invitations i
+                  WHERE i.activity_id = a.activity_id AND i.user_id = p_invitee
+                    AND i.status = 'pending' AND i.expires_at > now()) THEN
+        RETURN 'ALREADY_INVITED';
+    END IF;
+    RETURN NULL;
 END $$;
 
 -- Invites each user in p_user_ids; refusals come back in failures, in request order. The
@@ -111,11 +95,12 @@ END $$;
 -- Sender, organizer and co-organizers manage an invitation.
 CREATE OR REPLACE FUNCTION activity.pa_manages_invitation(i activity.activity_invitations,
                                                           p_user uuid)
-RETURNS boolean LANGUAGE sql STABLE AS $$
-    SELECT i.invited_by_user_id = p_user
+RETURNS boolean LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN i.invited_by_user_id = p_user
         OR activity.pa_manages((SELECT a FROM activity.activities a
-                                WHERE a.activity_id = i.activity_id), p_user)
-$$;
+                                WHERE a.activity_id = i.activity_id), p_user);
+END $$;
 
 -- Only a pending, unexpired invitation can be answered or cancelled.
 CREATE OR REPLACE FUNCTION activity.pa_check_open(i activity.activity_invitations)
@@ -163,36 +148,49 @@ BEGIN
     RETURN i;
 END $$;
 
+-- The activity of an invitation, locked as every change of who takes part locks it; taken
+-- before the invitation's own row, in the same order everywhere. NULL (nothing locked) for an
+-- unknown invitation, which pa_lock_open_invitation then reports.
+CREATE OR REPLACE FUNCTION activity.pa_lock_invitation_activity(p_invitation_id uuid)
+RETURNS activity.activities LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN activity.pa_lock_activity((SELECT i.activity_id FROM activity.activity_invitations i
+                                      WHERE i.invitation_id = p_invitation_id));
+END $$;
+
 -- Every join check except the invitation requirement, then registered or waitlisted exactly as
--- a join, under the same activity lock (taken before the invitation row, as everywhere).
+-- a join, under the same activity lock.
 CREATE OR REPLACE FUNCTION activity.sp_accept_invitation(p_invitation_id uuid, p_user_id uuid)
 RETURNS TABLE (invitation_id uuid, activity_id uuid, participation_status text,
                waitlist_position integer)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_activity_id uuid := (SELECT x.activity_id FROM activity.activity_invitations x
-                           WHERE x.invitation_id = p_invitation_id);
-    a activity.activities;
+    a activity.activities := activity.pa_lock_invitation_activity(p_invitation_id);
+    i activity.activity_invitations := activity.pa_lock_open_invitation(p_invitation_id,
+                                                                        p_user_id, true);
     r record;
 BEGIN
-    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = v_activity_id
-    FOR NO KEY UPDATE;
-    PERFORM activity.pa_lock_open_invitation(p_invitation_id, p_user_id, true);
-    PERFORM activity.pa_check_join(a, v_activity_id, p_user_id, true);
-    r := activity.pa_admit(a, p_user_id);
-    RETURN QUERY SELECT p_invitation_id, v_activity_id, r.participation_status, r.waitlist_position;
+    PERFORM activity.pa_check_join(a, i.activity_id, p_user_id, true);
+    r := activity.pa_admit(a, p_user_id, p_invitation_id);
+    invitation_id := p_invitation_id;
+    activity_id := i.activity_id;
+    participation_status := r.participation_status;
+    waitlist_position := r.waitlist_position;
+    RETURN NEXT;
 END $$;
 
 CREATE OR REPLACE FUNCTION activity.sp_decline_invitation(p_invitation_id uuid, p_user_id uuid)
 RETURNS TABLE (invitation_id uuid, activity_id uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
-    i activity.activity_invitations := activity.pa_lock_open_invitation(p_invitation_id,
-                                                                        p_user_id, true);
+    i activity.activity_invitations;
 BEGIN
-    UPDATE activity.activity_invitations x SET status = 'declined', responded_at = now()
-    WHERE x.invitation_id = p_invitation_id;
-    RETURN QUERY SELECT p_invitation_id, i.activity_id;
+    PERFORM activity.pa_lock_invitation_activity(p_invitation_id);
+    i := activity.pa_lock_open_invitation(p_invitation_id, p_user_id, true);
+    PERFORM activity.pa_close_invitation(p_invitation_id, 'declined', p_user_id);
+    invitation_id := p_invitation_id;
+    activity_id := i.activity_id;
+    RETURN NEXT;
 END $$;
 
 -- The sender, the organizer and co-organizers may cancel; the invitee may not; to anyone else
@@ -201,12 +199,14 @@ CREATE OR REPLACE FUNCTION activity.sp_cancel_invitation(p_invitation_id uuid, p
 RETURNS TABLE (invitation_id uuid, activity_id uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
-    i activity.activity_invitations := activity.pa_lock_open_invitation(p_invitation_id,
-                                                                        p_user_id, false);
+    i activity.activity_invitations;
 BEGIN
-    UPDATE activity.activity_invitations x SET status = 'cancelled', responded_at = now()
-    WHERE x.invitation_id = p_invitation_id;
-    RETURN QUERY SELECT p_invitation_id, i.activity_id;
+    PERFORM activity.pa_lock_invitation_activity(p_invitation_id);
+    i := activity.pa_lock_open_invitation(p_invitation_id, p_user_id, false);
+    PERFORM activity.pa_close_invitation(p_invitation_id, 'cancelled', p_user_id);
+    invitation_id := p_invitation_id;
+    activity_id := i.activity_id;
+    RETURN NEXT;
 END $$;
 
 -- One page of invitations received by p_invitee or sent by p_sender (the other one NULL),

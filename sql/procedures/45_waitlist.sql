@@ -1,7 +1,7 @@
 -- The waitlist view (contract 2, 4.3): organizer and co-organizers only, in queue order.
 
 -- Users blocked with the caller are left out (their places still count in the positions shown).
--- Pages continue after queued_seq, which keeps queue order while positions shift.
+-- Pages continue after the stored position, which never changes while an entry waits.
 CREATE OR REPLACE FUNCTION activity.sp_get_waitlist(p_activity_id uuid, p_user_id uuid,
     p_page_size integer DEFAULT 50, p_after jsonb DEFAULT NULL)
 RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
@@ -16,12 +16,14 @@ BEGIN
     END IF;
     PERFORM activity.pa_require_manager(a, p_user_id);
     RETURN QUERY
-    WITH matching AS (
+    WITH ranked AS (
+        SELECT w.*, (row_number() OVER (ORDER BY w.position))::integer AS shown
+        FROM activity.waitlist_entries w WHERE w.activity_id = p_activity_id
+    ), matching AS (
         SELECT w.user_id, u.username, u.first_name, u.main_photo_url AS profile_photo_url,
-               w.position, w.created_at AS joined_at, w.queued_seq
-        FROM activity.waitlist_entries w JOIN activity.users u ON u.user_id = w.user_id
-        WHERE w.activity_id = p_activity_id
-          AND NOT EXISTS (SELECT 1 FROM activity.pa_block_pairs b
+               w.shown AS position, w.created_at AS joined_at, w.position AS queued_seq
+        FROM ranked w JOIN activity.users u ON u.user_id = w.user_id
+        WHERE NOT EXISTS (SELECT 1 FROM activity.pa_block_pairs b
                           WHERE b.user_a = w.user_id AND b.user_b = p_user_id)
     )
     SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
