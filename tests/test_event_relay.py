@@ -1,0 +1,365 @@
+"""The relay to Redis Streams: out-of-order commits, per-activity order, outages, a killed relayer.
+
+Events are written with activity.pa_event directly (the writer every procedure calls), so these
+tests can hold transactions open and commit them in an order of their choosing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from participation_grpc.listener import EventListener
+from participation_grpc.relay import Relay
+from tests.redis_server import RedisServer, redis_url
+
+DEADLINE_SECONDS = 60.0  # a guard against hanging, never a measure of speed
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait until check() holds; fail (rather than hang) if it never does."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_SECONDS
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"never happened: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def write_event(conn: asyncpg.Connection, activity_id: uuid.UUID,
+                      event_type: str = "joined") -> None:
+    user = uuid.uuid4()
+    await conn.execute("SELECT activity.pa_event($1, $2, $3, $3)", activity_id, event_type, user)
+
+
+async def stream_entries(client: aioredis.Redis, stream: str) -> list[dict[str, str]]:
+    entries = await client.xrange(stream)
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
+async def relayed_ids(client: aioredis.Redis, stream: str) -> list[int]:
+    return [int(e["event_id"]) for e in await stream_entries(client, stream)]
+
+
+def first_occurrences(entries: list[dict[str, str]]) -> list[dict[str, str]]:
+    """What a consumer keeps after de-duplicating by event_id."""
+    seen: set[str] = set()
+    kept = []
+    for entry in entries:
+        if entry["event_id"] not in seen:
+            seen.add(entry["event_id"])
+            kept.append(entry)
+    return kept
+
+
+def assert_in_sequence_order(entries: list[dict[str, str]]) -> dict[str, list[int]]:
+    """Per activity, the de-duplicated stream carries 1, 2, 3, ... in order."""
+    by_activity: dict[str, list[int]] = {}
+    for entry in first_occurrences(entries):
+        by_activity.setdefault(entry["activity_id"], []).append(int(entry["sequence"]))
+    for activity, sequences in by_activity.items():
+        assert sequences == list(range(1, len(sequences) + 1)), activity
+    return by_activity
+
+
+@pytest.fixture
+async def conns(database_url: str) -> AsyncIterator[list[asyncpg.Connection]]:
+    opened = [await asyncpg.connect(database_url) for _ in range(3)]
+    yield opened
+    for conn in opened:
+        await conn.close()
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    client = aioredis.Redis.from_url(redis_url())
+    stream = f"participation.events.test.{uuid.uuid4().hex}"
+    yield client, stream
+    await client.delete(stream)
+    await client.aclose()
+
+
+@pytest.fixture
+async def listener(database_url: str) -> AsyncIterator[EventListener]:
+    started = EventListener(database_url, poll_seconds=0.2)
+    started.start()
+    yield started
+    await started.stop()
+
+
+async def test_relay_never_skips_an_event_that_commits_after_a_later_numbered_one(
+        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    slow, fast, relay_conn = conns
+    client, stream = shared_redis
+    relay = Relay(database_url, redis_url(), stream, listener)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    try:
+        late = slow.transaction()
+        await late.start()
+        await write_event(slow, first)          # draws the lower event_id, commits last
+        await write_event(fast, second)         # draws the higher one, commits at once
+        await relay.relay_batch(relay_conn)
+        low, high = sorted(await slow.fetchval(
+            "SELECT array_agg(event_id) FROM activity.participation_events"))
+        assert await relayed_ids(client, stream) == [high]
+        await late.commit()
+        await relay.relay_batch(relay_conn)
+        assert await relayed_ids(client, stream) == [high, low]
+        # Nothing more to send, and nothing sent twice however often it looks.
+        await relay.relay_batch(relay_conn)
+        assert await relayed_ids(client, stream) == [high, low]
+    finally:
+        await relay.stop()
+
+
+async def test_relay_waits_for_a_transaction_newer_than_its_snapshot_knows(
+        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    """The younger transaction (higher xid) draws the lower event id and commits last: a
+    snapshot lists running xids only below its xmax, so the cursor must count every xid from
+    there on as still running."""
+    older_conn, younger_conn, relay_conn = conns
+    client, stream = shared_redis
+    relay = Relay(database_url, redis_url(), stream, listener)
+    try:
+        older, younger = older_conn.transaction(), younger_conn.transaction()
+        await older.start()
+        await older_conn.execute("SELECT pg_current_xact_id()")
+        await younger.start()
+        await younger_conn.execute("SELECT pg_current_xact_id()")
+        await write_event(younger_conn, uuid.uuid4())
+        await write_event(older_conn, uuid.uuid4())
+        await older.commit()
+        await relay.relay_batch(relay_conn)
+        assert len(await relayed_ids(client, stream)) == 1
+        await younger.commit()
+        await relay.relay_batch(relay_conn)
+        assert sorted(await relayed_ids(client, stream)) == [1, 2]
+    finally:
+        await relay.stop()
+
+
+async def pending(conn: asyncpg.Connection, xact: int) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT $1::xid8 = ANY (pending_xact_ids) FROM activity.participation_event_relay", xact))
+
+
+async def test_relay_forgets_transactions_that_rolled_back(
+        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    doomed_conn, writer, relay_conn = conns
+    client, stream = shared_redis
+    relay = Relay(database_url, redis_url(), stream, listener)
+    try:
+        doomed = doomed_conn.transaction()
+        await doomed.start()
+        await write_event(doomed_conn, uuid.uuid4())
+        doomed_xact = await doomed_conn.fetchval("SELECT pg_current_xact_id()")
+        await write_event(writer, uuid.uuid4())
+        await relay.relay_batch(relay_conn)
+        assert await pending(writer, doomed_xact)  # still running: looked at again next time
+        await doomed.rollback()
+        await write_event(writer, uuid.uuid4())
+        await relay.relay_batch(relay_conn)
+        assert len(await relayed_ids(client, stream)) == 2
+        assert not await pending(writer, doomed_xact)
+    finally:
+        await relay.stop()
+
+
+async def test_relay_carries_the_contract_fields(
+        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    writer, _, relay_conn = conns
+    client, stream = shared_redis
+    relay = Relay(database_url, redis_url(), stream, listener)
+    activity, user = uuid.uuid4(), uuid.uuid4()
+    try:
+        await writer.execute("SELECT activity.pa_event($1, 'waitlisted', $2, $2, $3::jsonb)",
+                             activity, user, '{"waitlist_position": 3}')
+        await writer.execute("SELECT activity.pa_event($1, 'promoted', $2, NULL)", activity, user)
+        await relay.relay_batch(relay_conn)
+        waitlisted, promoted = await stream_entries(client, stream)
+        row = await writer.fetchrow("SELECT event_id, occurred_at FROM activity.participation_events "
+                                    "WHERE activity_id = $1 AND sequence = 1", activity)
+        assert waitlisted == {
+            "event_id": str(row["event_id"]), "activity_id": str(activity), "sequence": "1",
+            "event_type": "waitlisted", "user_id": str(user), "actor_user_id": str(user),
+            "occurred_at": row["occurred_at"].isoformat(), "payload": '{"waitlist_position": 3}'}
+        assert waitlisted["occurred_at"].endswith("+00:00")
+        assert promoted["actor_user_id"] == "" and promoted["payload"] == "{}"
+        assert promoted["sequence"] == "2"
+    finally:
+        await relay.stop()
+
+
+async def test_concurrent_writers_reach_the_stream_once_each_in_sequence_order(
+        database_url: str, listener: EventListener,
+        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    """Writers on a few activities whose transactions overlap and commit in every order, while
+    the relay keeps reading: each event arrives once, per activity as 1, 2, 3, ..."""
+    client, stream = shared_redis
+    relay = Relay(database_url, redis_url(), stream, listener)
+    activities = [uuid.uuid4() for _ in range(4)]
+    rng = random.Random(11)
+    pool = await asyncpg.create_pool(database_url, min_size=8, max_size=8)
+    relay_conn = await asyncpg.connect(database_url)
+    writing = True
+
+    async def writer() -> None:
+        for _ in range(25):
+            async with pool.acquire() as conn, conn.transaction():
+                # Draw an id, then let other transactions commit before this one does.
+                await write_event(conn, rng.choice(activities))
+                await asyncio.sleep(rng.random() / 200)
+
+    async def relay_until_done() -> None:
+        while writing:
+            await relay.relay_batch(relay_conn)
+            await asyncio.sleep(0.005)
+
+    try:
+        relaying = asyncio.create_task(relay_until_done())
+        await asyncio.gather(*(writer() for _ in range(8)))
+        writing = False
+        await relaying
+        await relay.relay_batch(relay_conn)
+        entries = await stream_entries(client, stream)
+        assert len(entries) == len({e["event_id"] for e in entries}) == 200
+        assert sum(map(len, assert_in_sequence_order(entries).values())) == 200
+    finally:
+        await relay.stop()
+        await relay_conn.close()
+        await pool.close()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+async def outbox_backlog(conn: asyncpg.Connection) -> int:
+    """Committed events the relay has not passed yet."""
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM activity.participation_events e, activity.participation_event_relay r "
+        "WHERE e.event_id > r.last_event_id"))
+
+
+async def test_events_wait_in_the_outbox_while_redis_is_down(
+        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        private_redis: RedisServer) -> None:
+    writer = conns[0]
+    stream = "participation.events"
+    relay = Relay(database_url, private_redis.url, stream, listener, election_seconds=0.1,
+                  poll_seconds=0.1, redis_timeout_seconds=0.5)
+    client = aioredis.Redis.from_url(private_redis.url)
+    activity = uuid.uuid4()
+    relay.start()
+    try:
+        for _ in range(3):
+            await write_event(writer, activity)
+
+        async def three_relayed() -> bool:
+            return len(await relayed_ids(client, stream)) == 3
+        await eventually(three_relayed, "the first events in the stream")
+
+        private_redis.kill()
+        for _ in range(5):
+            await write_event(writer, activity)
+
+        async def lag_shows() -> bool:
+            return (relay.lag_seconds or 0) > 0 and await outbox_backlog(writer) == 5
+        await eventually(lag_shows, "the relay reporting lag while events wait")
+
+        private_redis.start()  # empty: a restarted server keeps nothing
+
+        async def backlog_relayed() -> bool:
+            try:
+                return len(await relayed_ids(client, stream)) == 5
+            except (OSError, aioredis.RedisError):
+                return False
+        await eventually(backlog_relayed, "the waiting events in the stream")
+        entries = await stream_entries(client, stream)
+        assert [int(e["sequence"]) for e in entries] == [4, 5, 6, 7, 8]
+        assert await outbox_backlog(writer) == 0 and relay.lag_seconds == 0
+    finally:
+        await relay.stop()
+        await client.aclose()
+
+
+RELAYER = """
+import asyncio, sys
+from participation_grpc.listener import EventListener
+from participation_grpc.relay import Relay
+
+async def main(dsn, url, stream):
+    listener = EventListener(dsn, poll_seconds=0.1)
+    listener.start()
+    relay = Relay(dsn, url, stream, listener, poll_seconds=0.1)
+    relay.start()
+    await relay.leading.wait()
+    print("leading", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_killed_relayer_is_replaced_and_nothing_is_lost(
+        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    writer = conns[0]
+    client, stream = shared_redis
+    first = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RELAYER, database_url, redis_url(), stream,
+        stdout=asyncio.subprocess.PIPE)
+    assert first.stdout is not None
+    assert (await asyncio.wait_for(first.stdout.readline(), DEADLINE_SECONDS)) == b"leading\n"
+    standby = Relay(database_url, redis_url(), stream, listener, election_seconds=0.1,
+                    poll_seconds=0.1)
+    standby.start()
+    activities = [uuid.uuid4() for _ in range(3)]
+    written = 0
+
+    async def write(n: int) -> None:
+        nonlocal written
+        for _ in range(n):
+            await write_event(writer, activities[written % 3])
+            written += 1
+
+    async def all_relayed() -> bool:
+        return set(await relayed_ids(client, stream)) >= set(range(1, written + 1))
+
+    try:
+        await write(30)
+        await eventually(all_relayed, "the first relayer's events in the stream")
+        assert not standby.leading.is_set()
+        killing = asyncio.create_task(write(60))
+        await asyncio.sleep(0)  # the kill lands while events are being written and relayed
+        first.send_signal(signal.SIGKILL)
+        await first.wait()
+        await killing
+        await standby.leading.wait()
+        await eventually(all_relayed, "every event in the stream after the takeover")
+        entries = await stream_entries(client, stream)
+        assert sorted(int(e["event_id"]) for e in first_occurrences(entries)) == list(
+            range(1, 91))
+        assert_in_sequence_order(entries)
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+        await standby.stop()
+
