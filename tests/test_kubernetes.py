@@ -69,7 +69,8 @@ def test_termination_grace_outlasts_prestop_and_the_drain(resources: dict[str, d
     spec = resources["Deployment"]["spec"]["template"]["spec"]
     pre_stop = _container(resources["Deployment"])["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "sleep"
-    drain = float(resources["ConfigMap"]["data"]["SHUTDOWN_GRACE_SECONDS"])
+    data = resources["ConfigMap"]["data"]
+    drain = float(data.get("SHUTDOWN_PAUSE_SECONDS", 0)) + float(data["SHUTDOWN_GRACE_SECONDS"])
     assert spec["terminationGracePeriodSeconds"] > float(pre_stop[1]) + drain
 
 
