@@ -90,12 +90,12 @@ async def serving(settings: Settings, query_logger: QueryLogger | None = None
     assert settings.database_url is not None
     async with running(settings, query_logger) as app:
         channel = grpc.aio.insecure_channel(app.address)
-        conn = await asyncpg.connect(settings.database_url)
+        seed = Seed(await asyncpg.connect(settings.database_url))
         try:
-            yield Service(app, participation_pb2_grpc.ParticipationServiceStub(channel),
-                          Seed(conn), settings, channel)
+            yield Service(app, participation_pb2_grpc.ParticipationServiceStub(channel), seed,
+                          settings, channel)
         finally:
-            await conn.close()
+            await seed.conn.close()
             await channel.close()
 
 

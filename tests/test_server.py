@@ -108,6 +108,8 @@ async def test_unimplemented_methods_answer_with_error_info(service: Service) ->
 async def wait_for_lock_waiter(conn: asyncpg.Connection) -> None:
     """Until a service connection waits on a row lock (bounded; a condition, not a delay)."""
     for _ in range(500):
+        # Inside a transaction PostgreSQL keeps answering from its first look unless told.
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
         waiting = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
             "AND wait_event_type = 'Lock'")
