@@ -3,6 +3,7 @@ freeze; never the machine's shared server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -45,21 +46,31 @@ class PrivatePostgres:
 
     def freeze(self) -> None:
         """SIGSTOP to the postmaster and every backend: the server neither answers nor refuses."""
-        for pid in self._processes():
-            os.kill(pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def thaw(self) -> None:
-        for pid in self._processes():
-            os.kill(pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     def remove(self) -> None:
         self.thaw()
-        self._server.cleanup()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        self._server.cleanup()  # stopped already: only removes the directory
+
+    def _signal(self, signum: int) -> None:
+        for pid in self._processes():
+            with contextlib.suppress(ProcessLookupError):  # a backend that just ended
+                os.kill(pid, signum)
 
     def _ctl(self, *args: str) -> None:
-        subprocess.run([str(self._pg_ctl), "-D", str(self.pgdata), "-w", *args, "-l",
+        # As the server's system user through runuser, not subprocess's user=: that makes
+        # Python fork() rather than vfork(), and grpc's fork handlers in a process with grpc
+        # threads running can crash the child before it execs.
+        user = self._server.system_user
+        prefix = ["runuser", "-u", user, "--"] if user else []
+        subprocess.run([*prefix, str(self._pg_ctl), "-D", str(self.pgdata), "-w", *args, "-l",
                         str(self.pgdata / "log")], check=True, capture_output=True,
-                       user=self._server.system_user, timeout=PG_CTL_TIMEOUT_SECONDS)
+                       timeout=PG_CTL_TIMEOUT_SECONDS)
 
     def _processes(self) -> list[int]:
         """The postmaster (first line of postmaster.pid) and its children, from /proc."""

@@ -204,23 +204,6 @@ async def test_confirm_attendance_increments_confirmed_users_verification_count(
     assert (await service.seed.user_counters(a))["verification_count"] == 0
 
 
-async def test_confirm_before_the_activity_starts_is_activity_not_completed(
-        service: Service) -> None:
-    """Checked right after the activity is found (contract 4.4), even between two users whose
-    attendance is already recorded as attended."""
-    organizer, a, b = [await service.seed.user() for _ in range(3)]
-    activity = await service.seed.activity(organizer)  # next week
-    for user in (a, b):
-        await service.seed.participant(activity, user, attendance="attended")
-    info = await expect_error(confirm(service, a, activity, b),
-                              Code.FAILED_PRECONDITION, "ACTIVITY_NOT_COMPLETED")
-    assert info.metadata["activity_id"] == str(activity)
-    assert (await service.seed.user_counters(b))["verification_count"] == 0
-    assert await service.seed.conn.fetchval(
-        "SELECT count(*) FROM activity.attendance_confirmations WHERE activity_id = $1",
-        activity) == 0
-
-
 async def test_confirming_oneself_is_self_confirmation(service: Service) -> None:
     _, activity, (a, _) = await past_activity(service, attended=True)
     info = await expect_error(confirm(service, a, activity, a),

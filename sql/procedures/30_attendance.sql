@@ -92,11 +92,6 @@ BEGIN
                                   'Attendance can be confirmed once the activity has started',
                                   jsonb_build_object('activity_id', p_activity_id));
     END IF;
-    IF a.scheduled_at > now() THEN
-        PERFORM activity.pa_raise('PA009', 'ACTIVITY_NOT_COMPLETED',
-                                  'Attendance can be confirmed once the activity has started',
-                                  jsonb_build_object('activity_id', p_activity_id));
-    END IF;
     PERFORM activity.pa_check_confirmation(p_activity_id, p_user_id, p_acting_user_id);
     r := activity.pa_confirm(p_activity_id, p_user_id, p_acting_user_id);
     IF r.confirmation_id IS NULL THEN
