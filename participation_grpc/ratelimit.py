@@ -32,7 +32,8 @@ _CLASSES = {
     "bulk": ("MarkAttendance", "SendInvitations"),
     "confirm": ("ConfirmAttendance",),
     "read": ("ListParticipants", "ListUserActivities", "ListPendingVerifications",
-             "ListReceivedInvitations", "ListSentInvitations", "ListWaitlist"),
+             "ListReceivedInvitations", "ListSentInvitations", "ListWaitlist",
+             "WatchActivity"),  # once per stream, when it opens
 }
 METHOD_CLASSES = {method: name for name, methods in _CLASSES.items() for method in methods}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import grpc
@@ -188,6 +189,13 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         size, after, binding = self._paging(request, default_size=50)
         page = await procedures.get_waitlist(self._db, activity_id, caller.user_id, size, after)
         return self._page_reply(pb.ListWaitlistResponse, page, binding)
+
+    async def WatchActivity(self, request: pb.WatchActivityRequest, context: Context
+                            ) -> AsyncIterator[pb.ActivityEvent]:
+        # Served once the call pipeline covers server streams (auth, limits, drain): until then
+        # a stream would bypass authentication, so it is refused.
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchActivity is not served yet")
+        yield pb.ActivityEvent()  # never reached; makes this the async generator it will be
 
     def _page_reply(self, response: type[R], page: Page, binding: str) -> R:
         """A list response: the rows in its one repeated field, then the paging fields."""

@@ -189,6 +189,80 @@ USER_ACTIVITY_FILTER_ATTENDED: UserActivityFilter.ValueType  # 4
 """Activities where the user was marked ATTENDED."""
 Global___UserActivityFilter: _TypeAlias = UserActivityFilter  # noqa: Y015
 
+class _ParticipationEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ParticipationEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ParticipationEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PARTICIPATION_EVENT_TYPE_UNSPECIFIED: _ParticipationEventType.ValueType  # 0
+    PARTICIPATION_EVENT_TYPE_JOINED: _ParticipationEventType.ValueType  # 1
+    """Registered (joined, or accepted an invitation, with a free seat)."""
+    PARTICIPATION_EVENT_TYPE_WAITLISTED: _ParticipationEventType.ValueType  # 2
+    """Put on the waitlist; `waitlist_position` is the place it got."""
+    PARTICIPATION_EVENT_TYPE_PROMOTED: _ParticipationEventType.ValueType  # 3
+    """Moved from the waitlist to a freed seat by the service (no actor)."""
+    PARTICIPATION_EVENT_TYPE_LEFT: _ParticipationEventType.ValueType  # 4
+    """A registered participant left."""
+    PARTICIPATION_EVENT_TYPE_LEFT_WAITLIST: _ParticipationEventType.ValueType  # 5
+    """A waitlisted user left the waitlist."""
+    PARTICIPATION_EVENT_TYPE_CANCELLED: _ParticipationEventType.ValueType  # 6
+    """A registered participant cancelled."""
+    PARTICIPATION_EVENT_TYPE_DROPPED_FROM_WAITLIST: _ParticipationEventType.ValueType  # 7
+    """Taken off the waitlist instead of promoted: banned, or blocked with the
+    organizer (no actor).
+    """
+    PARTICIPATION_EVENT_TYPE_ROLE_CHANGED: _ParticipationEventType.ValueType  # 8
+    """Promoted to co-organizer or demoted to member; `role` is the new role."""
+    PARTICIPATION_EVENT_TYPE_ATTENDANCE_MARKED: _ParticipationEventType.ValueType  # 9
+    """Attendance set to `attendance_status` (only entries that changed)."""
+    PARTICIPATION_EVENT_TYPE_ATTENDANCE_CONFIRMED: _ParticipationEventType.ValueType  # 10
+    """`actor_user_id` confirmed that `user_id` attended."""
+    PARTICIPATION_EVENT_TYPE_INVITED: _ParticipationEventType.ValueType  # 11
+    """`user_id` was invited by `actor_user_id`."""
+    PARTICIPATION_EVENT_TYPE_INVITATION_ACCEPTED: _ParticipationEventType.ValueType  # 12
+    """The invitee accepted; JOINED or WAITLISTED follows."""
+    PARTICIPATION_EVENT_TYPE_INVITATION_DECLINED: _ParticipationEventType.ValueType  # 13
+    PARTICIPATION_EVENT_TYPE_INVITATION_CANCELLED: _ParticipationEventType.ValueType  # 14
+    """Cancelled by `actor_user_id` (the sender, organizer or a co-organizer)."""
+
+class ParticipationEventType(_ParticipationEventType, metaclass=_ParticipationEventTypeEnumTypeWrapper):
+    """What happened to whom. The table activity.participation_events stores the
+    label without the prefix, in lower case ("joined", "left_waitlist", ...).
+    """
+
+PARTICIPATION_EVENT_TYPE_UNSPECIFIED: ParticipationEventType.ValueType  # 0
+PARTICIPATION_EVENT_TYPE_JOINED: ParticipationEventType.ValueType  # 1
+"""Registered (joined, or accepted an invitation, with a free seat)."""
+PARTICIPATION_EVENT_TYPE_WAITLISTED: ParticipationEventType.ValueType  # 2
+"""Put on the waitlist; `waitlist_position` is the place it got."""
+PARTICIPATION_EVENT_TYPE_PROMOTED: ParticipationEventType.ValueType  # 3
+"""Moved from the waitlist to a freed seat by the service (no actor)."""
+PARTICIPATION_EVENT_TYPE_LEFT: ParticipationEventType.ValueType  # 4
+"""A registered participant left."""
+PARTICIPATION_EVENT_TYPE_LEFT_WAITLIST: ParticipationEventType.ValueType  # 5
+"""A waitlisted user left the waitlist."""
+PARTICIPATION_EVENT_TYPE_CANCELLED: ParticipationEventType.ValueType  # 6
+"""A registered participant cancelled."""
+PARTICIPATION_EVENT_TYPE_DROPPED_FROM_WAITLIST: ParticipationEventType.ValueType  # 7
+"""Taken off the waitlist instead of promoted: banned, or blocked with the
+organizer (no actor).
+"""
+PARTICIPATION_EVENT_TYPE_ROLE_CHANGED: ParticipationEventType.ValueType  # 8
+"""Promoted to co-organizer or demoted to member; `role` is the new role."""
+PARTICIPATION_EVENT_TYPE_ATTENDANCE_MARKED: ParticipationEventType.ValueType  # 9
+"""Attendance set to `attendance_status` (only entries that changed)."""
+PARTICIPATION_EVENT_TYPE_ATTENDANCE_CONFIRMED: ParticipationEventType.ValueType  # 10
+"""`actor_user_id` confirmed that `user_id` attended."""
+PARTICIPATION_EVENT_TYPE_INVITED: ParticipationEventType.ValueType  # 11
+"""`user_id` was invited by `actor_user_id`."""
+PARTICIPATION_EVENT_TYPE_INVITATION_ACCEPTED: ParticipationEventType.ValueType  # 12
+"""The invitee accepted; JOINED or WAITLISTED follows."""
+PARTICIPATION_EVENT_TYPE_INVITATION_DECLINED: ParticipationEventType.ValueType  # 13
+PARTICIPATION_EVENT_TYPE_INVITATION_CANCELLED: ParticipationEventType.ValueType  # 14
+"""Cancelled by `actor_user_id` (the sender, organizer or a co-organizer)."""
+Global___ParticipationEventType: _TypeAlias = ParticipationEventType  # noqa: Y015
+
 @_typing.final
 class JoinActivityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1399,3 +1473,100 @@ class ListWaitlistResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListWaitlistResponse: _TypeAlias = ListWaitlistResponse  # noqa: Y015
+
+@_typing.final
+class WatchActivityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    activity_id: _builtins.str
+    after_sequence: _builtins.int
+    """The last sequence the caller has seen. Set: replay every stored event
+    after it, then continue live. Unset: changes from now on.
+    """
+    def __init__(
+        self,
+        *,
+        activity_id: _builtins.str = ...,
+        after_sequence: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "after_sequence", b"after_sequence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence", "activity_id", b"activity_id", "after_sequence", b"after_sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__after_sequence: _TypeAlias = _typing.Literal["after_sequence"]  # noqa: Y015
+    _WhichOneofArgType__after_sequence: _TypeAlias = _typing.Literal["_after_sequence", b"_after_sequence"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__after_sequence) -> _WhichOneofReturnType__after_sequence | None: ...
+
+Global___WatchActivityRequest: _TypeAlias = WatchActivityRequest  # noqa: Y015
+
+@_typing.final
+class ActivityEvent(_message.Message):
+    """One change of who takes part. One call may write several, in order: a
+    leave that frees a seat writes LEFT, then PROMOTED for each promoted user
+    in queue order; accepting writes INVITATION_ACCEPTED, then JOINED or
+    WAITLISTED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_USER_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    WAITLIST_POSITION_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    ATTENDANCE_STATUS_FIELD_NUMBER: _builtins.int
+    INVITATION_ID_FIELD_NUMBER: _builtins.int
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """1, 2, 3, ... per activity, gapless, in the order the changes were made."""
+    event_type: Global___ParticipationEventType.ValueType
+    activity_id: _builtins.str
+    user_id: _builtins.str
+    """The participant concerned (the invitee for invitation events, the
+    confirmed user for ATTENDANCE_CONFIRMED).
+    """
+    actor_user_id: _builtins.str
+    """Who caused it: the caller of the RPC; empty for PROMOTED and
+    DROPPED_FROM_WAITLIST, which the service does by itself.
+    """
+    waitlist_position: _builtins.int
+    """WAITLISTED: the 1-based place taken in the queue."""
+    role: Global___ParticipantRole.ValueType
+    """ROLE_CHANGED: the new role."""
+    attendance_status: Global___AttendanceStatus.ValueType
+    """ATTENDANCE_MARKED: the new status."""
+    invitation_id: _builtins.str
+    """Invitation events: the invitation concerned."""
+    event_id: _builtins.int
+    """Unique across activities; the relay to Redis Streams carries it too, so
+    a consumer of both can de-duplicate by it.
+    """
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        event_type: Global___ParticipationEventType.ValueType = ...,
+        activity_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        actor_user_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        waitlist_position: _builtins.int = ...,
+        role: Global___ParticipantRole.ValueType = ...,
+        attendance_status: Global___AttendanceStatus.ValueType = ...,
+        invitation_id: _builtins.str = ...,
+        event_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "actor_user_id", b"actor_user_id", "attendance_status", b"attendance_status", "event_id", b"event_id", "event_type", b"event_type", "invitation_id", b"invitation_id", "occurred_at", b"occurred_at", "role", b"role", "sequence", b"sequence", "user_id", b"user_id", "waitlist_position", b"waitlist_position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityEvent: _TypeAlias = ActivityEvent  # noqa: Y015

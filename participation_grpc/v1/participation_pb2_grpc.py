@@ -121,6 +121,11 @@ class ParticipationServiceStub:
                 request_serializer=participation_dot_v1_dot_participation__pb2.ListWaitlistRequest.SerializeToString,
                 response_deserializer=participation_dot_v1_dot_participation__pb2.ListWaitlistResponse.FromString,
                 _registered_method=True)
+        self.WatchActivity = channel.unary_stream(
+                '/participation.v1.ParticipationService/WatchActivity',
+                request_serializer=participation_dot_v1_dot_participation__pb2.WatchActivityRequest.SerializeToString,
+                response_deserializer=participation_dot_v1_dot_participation__pb2.ActivityEvent.FromString,
+                _registered_method=True)
 
 
 class ParticipationServiceServicer:
@@ -342,6 +347,37 @@ class ParticipationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchActivity(self, request, context):
+        """Streams the activity's participation events: with `after_sequence` set,
+        every stored event with a greater sequence first, then live ones as they
+        commit; unset, only changes from now on. Organizer and co-organizers.
+
+        Ordering and resumption: within one stream `sequence` strictly increases
+        without gaps (1, 2, 3, ... per activity, in the order the changes were
+        decided). A client that reconnects with `after_sequence` = the last
+        sequence it received misses nothing and sees nothing twice, on any
+        replica. The only gaps are events about users blocked with the caller,
+        which are left out. A live event reaches watchers on every replica
+        within about a second of its commit.
+
+        The stream counts once against the caller's read budget when it opens;
+        at most 5 streams per user are open on one server (RATE_LIMITED beyond).
+        It ends with UNAVAILABLE SHUTTING_DOWN when the server stops (resume
+        elsewhere), and with PERMISSION_DENIED NOT_AUTHORIZED within 5 s of the
+        caller losing the right to watch (demoted, blocked, activity hidden).
+        NOT_FOUND           ACTIVITY_NOT_FOUND (also when the caller cannot see it)
+        PERMISSION_DENIED   NOT_AUTHORIZED (not organizer or co-organizer)
+        INVALID_ARGUMENT    INVALID_ARGUMENT (after_sequence negative, or beyond
+        the activity's last event)
+        FAILED_PRECONDITION EVENTS_EXPIRED (events after after_sequence were
+        already removed: older than the retention)
+        The contract names the streamed message ActivityEvent.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ParticipationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -429,6 +465,11 @@ def add_ParticipationServiceServicer_to_server(servicer, server):
                     servicer.ListWaitlist,
                     request_deserializer=participation_dot_v1_dot_participation__pb2.ListWaitlistRequest.FromString,
                     response_serializer=participation_dot_v1_dot_participation__pb2.ListWaitlistResponse.SerializeToString,
+            ),
+            'WatchActivity': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchActivity,
+                    request_deserializer=participation_dot_v1_dot_participation__pb2.WatchActivityRequest.FromString,
+                    response_serializer=participation_dot_v1_dot_participation__pb2.ActivityEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -892,6 +933,33 @@ class ParticipationService:
             '/participation.v1.ParticipationService/ListWaitlist',
             participation_dot_v1_dot_participation__pb2.ListWaitlistRequest.SerializeToString,
             participation_dot_v1_dot_participation__pb2.ListWaitlistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/participation.v1.ParticipationService/WatchActivity',
+            participation_dot_v1_dot_participation__pb2.WatchActivityRequest.SerializeToString,
+            participation_dot_v1_dot_participation__pb2.ActivityEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -205,6 +205,33 @@ class ParticipationServiceStub:
       NOT_FOUND           ACTIVITY_NOT_FOUND
       PERMISSION_DENIED   NOT_AUTHORIZED
     """
+    WatchActivity: _grpc.UnaryStreamMultiCallable[_participation_pb2.WatchActivityRequest, _participation_pb2.ActivityEvent]
+    """Streams the activity's participation events: with `after_sequence` set,
+    every stored event with a greater sequence first, then live ones as they
+    commit; unset, only changes from now on. Organizer and co-organizers.
+
+    Ordering and resumption: within one stream `sequence` strictly increases
+    without gaps (1, 2, 3, ... per activity, in the order the changes were
+    decided). A client that reconnects with `after_sequence` = the last
+    sequence it received misses nothing and sees nothing twice, on any
+    replica. The only gaps are events about users blocked with the caller,
+    which are left out. A live event reaches watchers on every replica
+    within about a second of its commit.
+
+    The stream counts once against the caller's read budget when it opens;
+    at most 5 streams per user are open on one server (RATE_LIMITED beyond).
+    It ends with UNAVAILABLE SHUTTING_DOWN when the server stops (resume
+    elsewhere), and with PERMISSION_DENIED NOT_AUTHORIZED within 5 s of the
+    caller losing the right to watch (demoted, blocked, activity hidden).
+      NOT_FOUND           ACTIVITY_NOT_FOUND (also when the caller cannot see it)
+      PERMISSION_DENIED   NOT_AUTHORIZED (not organizer or co-organizer)
+      INVALID_ARGUMENT    INVALID_ARGUMENT (after_sequence negative, or beyond
+                          the activity's last event)
+      FAILED_PRECONDITION EVENTS_EXPIRED (events after after_sequence were
+                          already removed: older than the retention)
+    The contract names the streamed message ActivityEvent.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    """
 
 @_typing.type_check_only
 class ParticipationServiceAsyncStub(ParticipationServiceStub):
@@ -358,6 +385,33 @@ class ParticipationServiceAsyncStub(ParticipationServiceStub):
     others keep their queue positions.
       NOT_FOUND           ACTIVITY_NOT_FOUND
       PERMISSION_DENIED   NOT_AUTHORIZED
+    """
+    WatchActivity: _aio.UnaryStreamMultiCallable[_participation_pb2.WatchActivityRequest, _participation_pb2.ActivityEvent]  # type: ignore[assignment]
+    """Streams the activity's participation events: with `after_sequence` set,
+    every stored event with a greater sequence first, then live ones as they
+    commit; unset, only changes from now on. Organizer and co-organizers.
+
+    Ordering and resumption: within one stream `sequence` strictly increases
+    without gaps (1, 2, 3, ... per activity, in the order the changes were
+    decided). A client that reconnects with `after_sequence` = the last
+    sequence it received misses nothing and sees nothing twice, on any
+    replica. The only gaps are events about users blocked with the caller,
+    which are left out. A live event reaches watchers on every replica
+    within about a second of its commit.
+
+    The stream counts once against the caller's read budget when it opens;
+    at most 5 streams per user are open on one server (RATE_LIMITED beyond).
+    It ends with UNAVAILABLE SHUTTING_DOWN when the server stops (resume
+    elsewhere), and with PERMISSION_DENIED NOT_AUTHORIZED within 5 s of the
+    caller losing the right to watch (demoted, blocked, activity hidden).
+      NOT_FOUND           ACTIVITY_NOT_FOUND (also when the caller cannot see it)
+      PERMISSION_DENIED   NOT_AUTHORIZED (not organizer or co-organizer)
+      INVALID_ARGUMENT    INVALID_ARGUMENT (after_sequence negative, or beyond
+                          the activity's last event)
+      FAILED_PRECONDITION EVENTS_EXPIRED (events after after_sequence were
+                          already removed: older than the retention)
+    The contract names the streamed message ActivityEvent.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
 
 class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -611,6 +665,39 @@ class ParticipationServiceServicer(metaclass=_abc_1.ABCMeta):
         others keep their queue positions.
           NOT_FOUND           ACTIVITY_NOT_FOUND
           PERMISSION_DENIED   NOT_AUTHORIZED
+        """
+
+    @_abc_1.abstractmethod
+    def WatchActivity(
+        self,
+        request: _participation_pb2.WatchActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_participation_pb2.ActivityEvent], _abc.AsyncIterator[_participation_pb2.ActivityEvent]]:
+        """Streams the activity's participation events: with `after_sequence` set,
+        every stored event with a greater sequence first, then live ones as they
+        commit; unset, only changes from now on. Organizer and co-organizers.
+
+        Ordering and resumption: within one stream `sequence` strictly increases
+        without gaps (1, 2, 3, ... per activity, in the order the changes were
+        decided). A client that reconnects with `after_sequence` = the last
+        sequence it received misses nothing and sees nothing twice, on any
+        replica. The only gaps are events about users blocked with the caller,
+        which are left out. A live event reaches watchers on every replica
+        within about a second of its commit.
+
+        The stream counts once against the caller's read budget when it opens;
+        at most 5 streams per user are open on one server (RATE_LIMITED beyond).
+        It ends with UNAVAILABLE SHUTTING_DOWN when the server stops (resume
+        elsewhere), and with PERMISSION_DENIED NOT_AUTHORIZED within 5 s of the
+        caller losing the right to watch (demoted, blocked, activity hidden).
+          NOT_FOUND           ACTIVITY_NOT_FOUND (also when the caller cannot see it)
+          PERMISSION_DENIED   NOT_AUTHORIZED (not organizer or co-organizer)
+          INVALID_ARGUMENT    INVALID_ARGUMENT (after_sequence negative, or beyond
+                              the activity's last event)
+          FAILED_PRECONDITION EVENTS_EXPIRED (events after after_sequence were
+                              already removed: older than the retention)
+        The contract names the streamed message ActivityEvent.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 
 def add_ParticipationServiceServicer_to_server(servicer: ParticipationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
