@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from participation_grpc import memory
 from participation_grpc.auth import TokenVerifier
 from participation_grpc.db import Database, Limits, QueryLogger
+from participation_grpc.events import Events
 from participation_grpc.health import SERVICE_NAME, DatabaseHealth, DatabaseProbe
 from participation_grpc.paging import PageTokens
 from participation_grpc.pipeline import AuthStep, LimitStep, Pipeline, Step
@@ -43,6 +44,7 @@ class App:
         self.health = DatabaseHealth(self.probe)
         self.limiter: Limiter | None = (
             build_limiter(settings) if settings.rate_limit_enabled else None)
+        self.events = Events(settings, db)
         steps: list[Step] = [AuthStep(TokenVerifier(settings))]
         if self.limiter is not None:
             steps.append(LimitStep(self.limiter))
@@ -53,7 +55,8 @@ class App:
         # registration methods); the server only ever sees the wrapped handlers.
         registrar: Any = self.pipeline
         participation_pb2_grpc.add_ParticipationServiceServicer_to_server(
-            ParticipationServicer(db, PageTokens(_page_token_key(settings))), registrar)
+            ParticipationServicer(db, PageTokens(_page_token_key(settings)), self.events.watchers),
+            registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer((SERVICE_NAME, HEALTH, reflection.SERVICE_NAME),
@@ -70,6 +73,7 @@ class App:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
+        self.events.start()
         await self.server.start()
         await self.health.refresh()
         self._watch = asyncio.create_task(self.health.watch_database())
@@ -98,6 +102,7 @@ class App:
             log.warning("grace period over: %d calls still in flight answered SHUTTING_DOWN", ended)
             await self.pipeline.settled(_STOP_SECONDS)
         await self.server.stop(_STOP_SECONDS)
+        await self.events.stop()
         self.probe.close()
         if self.limiter is not None:
             await self.limiter.close()

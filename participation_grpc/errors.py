@@ -105,6 +105,16 @@ def rate_limited(limit_class: str, limit: int, retry_after_seconds: float,
         retry_after_seconds=retry_after_seconds, quota_subject=f"user:{user_id}")
 
 
+def too_many_streams(limit: int, user_id: str) -> ServiceError:
+    """Open WatchActivity streams per user and replica (contract 9): a place frees when one of
+    the caller's streams ends, so RetryInfo can only suggest a short wait."""
+    return ServiceError(
+        Code.RESOURCE_EXHAUSTED, "RATE_LIMITED",
+        f"Too many open streams: at most {limit} per user; close one and retry",
+        metadata={"limit_class": "streams", "limit": str(limit)},
+        retry_after_seconds=1.0, quota_subject=f"user:{user_id}")
+
+
 def overloaded(limit: int) -> ServiceError:
     """GRPC_MAX_CONCURRENT_RPCS calls are already in progress on this server."""
     return ServiceError(Code.RESOURCE_EXHAUSTED, "OVERLOADED",

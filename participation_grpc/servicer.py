@@ -26,6 +26,7 @@ from participation_grpc.validation import (
     unique_ids,
     uuid_field,
 )
+from participation_grpc.watch import Watchers
 
 Context = grpc.aio.ServicerContext[Any, Any]
 R = TypeVar("R", bound=Message)
@@ -35,12 +36,14 @@ _FILTER = pb.UserActivityFilter.DESCRIPTOR
 _ATTENDANCE = pb.AttendanceStatus.DESCRIPTOR
 _INVITATION = pb.InvitationStatus.DESCRIPTOR
 _MARKS = ("attended", "no_show")
+_MAX_SEQUENCE = 2**63 - 1
 
 
 class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, watchers: Watchers) -> None:
         self._db = db
         self._tokens = tokens
+        self._watchers = watchers
 
     async def JoinActivity(self, request: pb.JoinActivityRequest, context: Context
                            ) -> pb.JoinActivityResponse:
@@ -192,10 +195,12 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
 
     async def WatchActivity(self, request: pb.WatchActivityRequest, context: Context
                             ) -> AsyncIterator[pb.ActivityEvent]:
-        # Served once the call pipeline covers server streams (auth, limits, drain): until then
-        # a stream would bypass authentication, so it is refused.
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "WatchActivity is not served yet")
-        yield pb.ActivityEvent()  # never reached; makes this the async generator it will be
+        caller = current_caller.get()
+        activity_id = uuid_field(request.activity_id, "activity_id")
+        after = (int_range(request.after_sequence, "after_sequence", 0, _MAX_SEQUENCE)
+                 if request.HasField("after_sequence") else None)
+        async for event in self._watchers.stream(activity_id, caller.user_id, after):
+            yield to_message(pb.ActivityEvent, event)
 
     def _page_reply(self, response: type[R], page: Page, binding: str) -> R:
         """A list response: the rows in its one repeated field, then the paging fields."""

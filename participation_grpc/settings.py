@@ -75,6 +75,15 @@ class Settings:
     grpc_max_connection_age_grace_seconds: float = 30.0
     grpc_keepalive_time_seconds: float = 60.0
     grpc_keepalive_timeout_seconds: float = 20.0
+    # Participation events (contract 9): kept this many days; relayed to this Redis stream when
+    # it is set, through EVENTS_REDIS_URL (REDIS_URL when unset).
+    event_retention_days: int = 30
+    events_stream: str | None = None
+    events_redis_url: str | None = None
+    # Not from the environment: how often a process looks for events a lost notification would
+    # have announced, and how often a standby replica asks for the relay's lock.
+    events_poll_seconds: float = 1.0
+    relay_election_seconds: float = 2.0
     # The verification key, parsed once from the settings above (not a setting of its own).
     jwt_key: Any = field(init=False, repr=False, compare=False)
 
@@ -88,7 +97,16 @@ class Settings:
             raise ConfigError(f"JWT_ALGORITHM must be one of HS256, {', '.join(ASYMMETRIC_ALGORITHMS)}")
         if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.events_redis_url is not None and not self.events_redis_url.startswith(
+                _REDIS_SCHEMES):
+            raise ConfigError("EVENTS_REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.events_stream is not None and self.relay_redis_url is None:
+            raise ConfigError("EVENTS_STREAM needs EVENTS_REDIS_URL or REDIS_URL")
         object.__setattr__(self, "jwt_key", self._verification_key())
+
+    @property
+    def relay_redis_url(self) -> str | None:
+        return self.events_redis_url or self.redis_url
 
     @property
     def is_production(self) -> bool:
@@ -132,6 +150,9 @@ class Settings:
                 env, "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30),
             grpc_keepalive_time_seconds=_number(env, "GRPC_KEEPALIVE_TIME_SECONDS", 60),
             grpc_keepalive_timeout_seconds=_number(env, "GRPC_KEEPALIVE_TIMEOUT_SECONDS", 20),
+            event_retention_days=_int(env, "EVENT_RETENTION_DAYS", 30),
+            events_stream=env.get("EVENTS_STREAM"),
+            events_redis_url=env.get("EVENTS_REDIS_URL"),
         )
 
     def _verification_key(self) -> Any:
@@ -172,6 +193,9 @@ _MINIMUMS: dict[str, tuple[str, float]] = {
     "grpc_keepalive_timeout_seconds": ("GRPC_KEEPALIVE_TIMEOUT_SECONDS", 1),
     "redis_timeout_seconds": ("redis_timeout_seconds", 0.001),
     "redis_retry_seconds": ("redis_retry_seconds", 0),
+    "event_retention_days": ("EVENT_RETENTION_DAYS", 1),
+    "events_poll_seconds": ("events_poll_seconds", 0.01),
+    "relay_election_seconds": ("relay_election_seconds", 0.01),
 }
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 

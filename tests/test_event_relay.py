@@ -19,6 +19,8 @@ import redis.asyncio as aioredis
 
 from participation_grpc.listener import EventListener
 from participation_grpc.relay import Relay
+from participation_grpc.v1 import participation_pb2 as pb
+from tests.conftest import serving, test_settings
 from tests.redis_server import RedisServer, redis_url
 
 DEADLINE_SECONDS = 60.0  # a guard against hanging, never a measure of speed
@@ -293,7 +295,10 @@ async def test_events_wait_in_the_outbox_while_redis_is_down(
         await eventually(backlog_relayed, "the waiting events in the stream")
         entries = await stream_entries(client, stream)
         assert [int(e["sequence"]) for e in entries] == [4, 5, 6, 7, 8]
-        assert await outbox_backlog(writer) == 0 and relay.lag_seconds == 0
+
+        async def caught_up() -> bool:  # the batch commits just after the XADD
+            return await outbox_backlog(writer) == 0 and relay.lag_seconds == 0
+        await eventually(caught_up, "the cursor past the backlog")
     finally:
         await relay.stop()
         await client.aclose()
@@ -363,3 +368,27 @@ async def test_a_killed_relayer_is_replaced_and_nothing_is_lost(
             await first.wait()
         await standby.stop()
 
+
+
+async def test_with_events_stream_set_the_service_relays_what_its_rpcs_write(
+        database_url: str, shared_redis: tuple[aioredis.Redis, str]) -> None:
+    client, stream = shared_redis
+    settings = test_settings(database_url, events_stream=stream, redis_url=redis_url(),
+                             events_poll_seconds=0.1, relay_election_seconds=0.1)
+    async with serving(settings) as service:
+        organizer, user = await service.seed.user(), await service.seed.user()
+        activity = await service.seed.activity(organizer)
+        await service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
+
+        async def relayed() -> bool:
+            return len(await stream_entries(client, stream)) == 1
+        await eventually(relayed, "the join in the Redis stream")
+        (entry,) = await stream_entries(client, stream)
+        assert (entry["event_type"], entry["user_id"], entry["sequence"]) == (
+            "joined", str(user), "1")
+        relay = service.app.events.relay
+        assert relay is not None
+
+        async def caught_up() -> bool:  # the batch commits just after the XADD
+            return relay.lag_seconds == 0
+        await eventually(caught_up, "the relay reporting no lag")

@@ -1,6 +1,7 @@
 -- Every change of who takes part in an activity, one function per kind (contract 9's event
 -- types name them). Whatever has to accompany such a change is written here and nowhere else:
--- the activity's counters now, the outbox row of its event later.
+-- the activity's counters, and the outbox row of its event (activity.pa_event), in the same
+-- transaction: no change without its event, no event of a change that rolled back.
 --
 -- Each is called with the activity row locked FOR NO KEY UPDATE (the lock that decides seats
 -- and queue order), after the caller's checks, and does a fixed amount of work whatever the
@@ -34,6 +35,7 @@ DECLARE
 BEGIN
     UPDATE activity.activities a SET current_participants_count = a.current_participants_count + 1
     WHERE a.activity_id = p_activity_id;
+    PERFORM activity.pa_event(p_activity_id, 'joined', p_user, p_actor);
     RETURN v_at;
 END $$;
 
@@ -51,6 +53,8 @@ BEGIN
     UPDATE activity.activities a SET waitlist_count = a.waitlist_count + 1
     WHERE a.activity_id = p_activity_id
     RETURNING a.waitlist_count INTO waitlist_position;
+    PERFORM activity.pa_event(p_activity_id, 'waitlisted', p_user, p_actor,
+                              jsonb_build_object('waitlist_position', waitlist_position));
 END $$;
 
 -- LEFT_WAITLIST: false when the user was not waiting.
@@ -65,6 +69,7 @@ BEGIN
     END IF;
     UPDATE activity.activities a SET waitlist_count = greatest(a.waitlist_count - 1, 0)
     WHERE a.activity_id = p_activity_id;
+    PERFORM activity.pa_event(p_activity_id, 'left_waitlist', p_user, p_actor);
     RETURN true;
 END $$;
 
@@ -79,6 +84,7 @@ BEGIN
     SET current_participants_count = a.current_participants_count + 1,
         waitlist_count = greatest(a.waitlist_count - 1, 0)
     WHERE a.activity_id = p_activity_id;
+    PERFORM activity.pa_event(p_activity_id, 'promoted', p_user, NULL);
 END $$;
 
 -- DROPPED_FROM_WAITLIST: a waitlisted user who became ineligible, met at the head of the queue.
@@ -89,6 +95,7 @@ BEGIN
     WHERE w.activity_id = p_activity_id AND w.user_id = p_user;
     UPDATE activity.activities a SET waitlist_count = greatest(a.waitlist_count - 1, 0)
     WHERE a.activity_id = p_activity_id;
+    PERFORM activity.pa_event(p_activity_id, 'dropped_from_waitlist', p_user, NULL);
 END $$;
 
 -- A registered participant is gone (left or cancelled): their seat frees, except where the
@@ -125,6 +132,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    PERFORM activity.pa_event(p_activity_id, 'left', p_user, p_actor);
     RETURN activity.pa_release_seat(p_activity_id);
 END $$;
 
@@ -142,6 +150,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
+    PERFORM activity.pa_event(p_activity_id, 'cancelled', p_user, p_actor);
     RETURN activity.pa_release_seat(p_activity_id);
 END $$;
 
@@ -190,6 +199,8 @@ BEGIN
     UPDATE activity.participants p
     SET role = p_role::activity.participant_role, updated_at = now()
     WHERE p.activity_id = p_activity_id AND p.user_id = p_user;
+    PERFORM activity.pa_event(p_activity_id, 'role_changed', p_user, p_actor,
+                              jsonb_build_object('role', p_role));
 END $$;
 
 -- ATTENDANCE_MARKED: one entry of MarkAttendance; false when the user is not a registered
@@ -220,6 +231,8 @@ BEGIN
                                                  - (v_old = 'attended')::int, 0),
             updated_at = now()
         WHERE u.user_id = p_user;
+        PERFORM activity.pa_event(p_activity_id, 'attendance_marked', p_user, p_actor,
+                                  jsonb_build_object('attendance_status', p_status));
     END IF;
     RETURN true;
 END $$;
@@ -242,6 +255,7 @@ BEGIN
     UPDATE activity.users u SET verification_count = u.verification_count + 1, updated_at = now()
     WHERE u.user_id = p_confirmed
     RETURNING u.verification_count INTO verification_count;
+    PERFORM activity.pa_event(p_activity_id, 'attendance_confirmed', p_confirmed, p_confirmer);
 END $$;
 
 -- INVITED: a new pending invitation. An earlier one that ran out is recorded as expired first,
@@ -260,6 +274,8 @@ BEGIN
     VALUES (p_activity_id, p_invitee, p_inviter, 'pending', now(),
             now() + make_interval(hours => p_expires_in_hours), nullif(p_message, ''))
     RETURNING i.invitation_id INTO v_id;
+    PERFORM activity.pa_event(p_activity_id, 'invited', p_invitee, p_inviter,
+                              jsonb_build_object('invitation_id', v_id));
     RETURN v_id;
 END $$;
 
@@ -268,8 +284,14 @@ END $$;
 CREATE OR REPLACE FUNCTION activity.pa_close_invitation(p_invitation_id uuid, p_status text,
                                                         p_actor uuid)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_activity_id uuid;
+    v_invitee uuid;
 BEGIN
     UPDATE activity.activity_invitations i
     SET status = p_status::activity.invitation_status, responded_at = now()
-    WHERE i.invitation_id = p_invitation_id;
+    WHERE i.invitation_id = p_invitation_id
+    RETURNING i.activity_id, i.user_id INTO v_activity_id, v_invitee;
+    PERFORM activity.pa_event(v_activity_id, 'invitation_' || p_status, v_invitee, p_actor,
+                              jsonb_build_object('invitation_id', p_invitation_id));
 END $$;
