@@ -168,6 +168,8 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # 10 s (grpc's default would close a connection pinged more often than every 5 minutes).
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", _CLIENT_PING_MS),
+        # WORKERS processes bind the same port; the kernel spreads connections over them.
+        ("grpc.so_reuseport", 1),
     ]
 
 

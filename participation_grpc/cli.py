@@ -10,6 +10,9 @@ import uuid
 
 from participation_grpc.settings import ConfigError, Settings
 
+# The pid tells the lines of WORKERS processes apart.
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="participation-grpc", description=__doc__)
@@ -29,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
     if args.command == "token":
         from participation_grpc.auth import mint_token
 
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fixed {fix}")
         print(f"{len(fixes)} fixes" if fixes else "nothing to fix")
         return 0
+    if settings.workers > 1:
+        from participation_grpc.workers import supervise
+
+        return supervise(settings)
     from participation_grpc.app import serve
 
     return asyncio.run(serve(settings))

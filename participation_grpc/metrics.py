@@ -27,3 +27,16 @@ def counter(name: str, description: str) -> Counter:
 def snapshot() -> dict[str, int]:
     """Every counter's current value, by name."""
     return {name: c.value for name, c in _registry.items()}
+
+
+# WORKERS > 1 (workers.py): each worker is a process of its own, so an exporter must sum their
+# counters. The supervisor calls these two; they are where a multiprocess registry is prepared
+# (a directory shared by the workers, named in their environment) and told of a dead worker.
+
+
+def before_workers() -> None:
+    """The supervisor is about to start its workers (it has imported nothing else yet)."""
+
+
+def worker_exited(pid: int) -> None:
+    """The worker with this pid has exited and been reaped; its counters stay summed."""

@@ -84,6 +84,8 @@ class Settings:
     # have announced, and how often a standby replica asks for the relay's lock.
     events_poll_seconds: float = 1.0
     relay_election_seconds: float = 2.0
+    # Server processes sharing the port (workers.py); 1 serves in the `serve` process itself.
+    workers: int = 1
     # The verification key, parsed once from the settings above (not a setting of its own).
     jwt_key: Any = field(init=False, repr=False, compare=False)
 
@@ -102,6 +104,11 @@ class Settings:
             raise ConfigError("EVENTS_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.events_stream is not None and self.relay_redis_url is None:
             raise ConfigError("EVENTS_STREAM needs EVENTS_REDIS_URL or REDIS_URL")
+        if self.workers > 1 and self.rate_limit_enabled and not self.redis_url:
+            # Each process would keep its own budgets: every limit would be WORKERS times itself.
+            raise ConfigError(f"WORKERS={self.workers} needs REDIS_URL while rate limits are on "
+                              "(the in-process limiter would give each worker a full budget); "
+                              "set REDIS_URL, WORKERS=1 or RATE_LIMIT_ENABLED=false")
         object.__setattr__(self, "jwt_key", self._verification_key())
 
     @property
@@ -153,6 +160,7 @@ class Settings:
             event_retention_days=_int(env, "EVENT_RETENTION_DAYS", 30),
             events_stream=env.get("EVENTS_STREAM"),
             events_redis_url=env.get("EVENTS_REDIS_URL"),
+            workers=_int(env, "WORKERS", 1),
         )
 
     def _verification_key(self) -> Any:
@@ -191,6 +199,7 @@ _MINIMUMS: dict[str, tuple[str, float]] = {
     "grpc_max_connection_age_grace_seconds": ("GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 0),
     "grpc_keepalive_time_seconds": ("GRPC_KEEPALIVE_TIME_SECONDS", 1),
     "grpc_keepalive_timeout_seconds": ("GRPC_KEEPALIVE_TIMEOUT_SECONDS", 1),
+    "workers": ("WORKERS", 1),
     "redis_timeout_seconds": ("redis_timeout_seconds", 0.001),
     "redis_retry_seconds": ("redis_retry_seconds", 0),
     "event_retention_days": ("EVENT_RETENTION_DAYS", 1),
