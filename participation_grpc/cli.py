@@ -18,7 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="participation-grpc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the gRPC service (configured by the environment)")
-    commands.add_parser("migrate", help="apply the schema and procedures to DATABASE_URL")
+    migrating = commands.add_parser("migrate", help="apply the schema and procedures to DATABASE_URL "
+                                                    "and repair inconsistent data; prints a report")
+    migrating.add_argument("--dry-run", action="store_true",
+                           help="report what would be applied and repaired, then roll it all back")
     commands.add_parser("reconcile", help="recompute every activity's counters from its rows "
                                           "and print what was fixed")
     token = commands.add_parser("token", help="mint a development access token (HS256)")
@@ -46,10 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration error: DATABASE_URL is required", file=sys.stderr)
         return 2
     if args.command == "migrate":
-        from participation_grpc.migrate import migrate
+        from participation_grpc.migrate import MigrationError, migrate
 
-        applied = asyncio.run(migrate(settings.database_url))
-        print("applied: " + (", ".join(applied) or "nothing (up to date)"))
+        try:
+            report = asyncio.run(migrate(settings.database_url, dry_run=args.dry_run))
+        except MigrationError as exc:
+            print(f"migrate: {exc}", file=sys.stderr)
+            return 1
+        print(report.summary())
         return 0
     if args.command == "reconcile":
         from participation_grpc.reconcile import reconcile_database

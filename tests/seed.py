@@ -44,10 +44,12 @@ class Seed:
         scheduled = now() + starts_in
         created = min(now(), scheduled - timedelta(days=1))
         await self.conn.execute(
-            """INSERT INTO activity.activities (activity_id, organizer_user_id, title, activity_type,
-                   activity_privacy_level, status, scheduled_at, duration_minutes, joinable_at_free,
-                   max_participants, current_participants_count, location_name, city, created_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, 90, $8, $9, 1, 'Park', 'Amsterdam', $10)""",
+            """INSERT INTO activity.activities (activity_id, organizer_user_id, title, description,
+                   activity_type, activity_privacy_level, status, scheduled_at, duration_minutes,
+                   joinable_at_free, max_participants, current_participants_count, location_name,
+                   city, created_at)
+               VALUES ($1, $2, $3, 'Bring water', $4, $5, $6, $7, 90, $8, $9, 1, 'Park',
+                       'Amsterdam', $10)""",
             activity_id, organizer, title, type_, privacy, status, scheduled, joinable_at_free,
             max_participants, created)
         await self.conn.execute(

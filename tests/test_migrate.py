@@ -31,16 +31,17 @@ async def procedures(url: str) -> dict[str, list[str]]:
 
 
 async def test_migrate_twice_applies_nothing_the_second_time(empty_database: str) -> None:
-    first = await migrate(empty_database)
+    first = (await migrate(empty_database)).applied
     assert "procedures" in first and any(step.startswith("0001") for step in first)
-    assert await migrate(empty_database) == []
+    again = await migrate(empty_database)
+    assert again.applied == [] and again.kinds == {}
     assert (await procedures(empty_database))["sp_join_activity"] == [
         "p_activity_id uuid, p_user_id uuid"]
 
 
 async def test_concurrent_migrations_from_several_replicas_all_succeed(empty_database: str) -> None:
     results = await asyncio.gather(*(migrate(empty_database) for _ in range(5)))
-    applied = [step for result in results for step in result]
+    applied = [step for result in results for step in result.applied]
     assert applied.count("0001_platform_tables.sql") == 1
     assert applied.count("procedures") == 1
 
@@ -63,7 +64,7 @@ async def test_migrate_replaces_older_procedures_with_other_signatures(empty_dat
     await conn.execute("CREATE FUNCTION activity.sp_join_activity(p_activity_id uuid) "
                        "RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$")
     await conn.close()
-    assert await migrate(empty_database) == ["procedures"]
+    assert (await migrate(empty_database)).applied == ["procedures"]
     assert (await procedures(empty_database))["sp_join_activity"] == [
         "p_activity_id uuid, p_user_id uuid"]
 
@@ -92,7 +93,7 @@ async def test_migrate_keeps_platform_tables_and_repairs_predecessor_waitlist(
                            "VALUES ($1, $2, $3)", activity, user, position)
     await conn.execute("DELETE FROM activity.participation_schema_migrations "
                        "WHERE version = '0002_service_tables.sql'")
-    assert await migrate(empty_database) == ["0002_service_tables.sql"]
+    assert (await migrate(empty_database)).applied == ["0002_service_tables.sql"]
     positions = await conn.fetch("SELECT position FROM activity.waitlist_entries "
                                  "WHERE activity_id = $1 ORDER BY position", activity)
     assert [r["position"] for r in positions] == [1, 2, 3]
@@ -108,7 +109,7 @@ async def test_migrate_gives_predecessor_id_columns_a_default(empty_database: st
                        "ALTER COLUMN invitation_id DROP DEFAULT")
     await conn.execute("DELETE FROM activity.participation_schema_migrations "
                        "WHERE version = '0005_id_defaults.sql'")
-    assert await migrate(empty_database) == ["0005_id_defaults.sql"]
+    assert (await migrate(empty_database)).applied == ["0005_id_defaults.sql"]
     default = await conn.fetchval(
         "SELECT column_default FROM information_schema.columns WHERE table_schema = 'activity' "
         "AND table_name = 'activity_invitations' AND column_name = 'invitation_id'")

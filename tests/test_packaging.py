@@ -23,7 +23,7 @@ SQL_FILES = sorted(str(p.relative_to(ROOT / "sql")) for p in (ROOT / "sql").rglo
 
 def _installed_sql() -> list[str]:
     found = []
-    for folder in ("", "migrations", "procedures"):
+    for folder in ("", "migrations", "procedures", "repairs"):
         base = files("participation_grpc.sql").joinpath(folder) if folder else files("participation_grpc.sql")
         found += [f"{folder}/{p.name}".lstrip("/") for p in base.iterdir() if p.name.endswith(".sql")]
     return sorted(found)

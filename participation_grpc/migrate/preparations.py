@@ -1,0 +1,166 @@
+"""Work done before a migration, online, so that the migration's own transaction is short.
+
+Migrations 0002 and 0004 were released before anyone ran them on the predecessor's tables, and
+an applied migration never changes (its checksum is checked). On those tables they would hold
+ACCESS EXCLUSIVE locks while renumbering, backfilling and validating hundreds of thousands of
+rows, and they trip over the predecessor's NULL waitlist ids (0002's renumbering and 0004's
+backfill both join on the id, skip those rows, and 0004 then fails on SET NOT NULL). So before
+each of them runs, the same end state is reached here in small steps (steps.py), and the
+migration then finds its work done: every statement of it is a no-op or a catalog change.
+
+A preparation runs only while its migration is pending, and only where the predecessor's table
+exists (on a new database the migration creates the table itself). Each one is idempotent: if
+migrate stops halfway, what was committed is valid (ids filled, positions in queue order, an
+index built) and the next run carries on from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from participation_grpc.migrate.report import Report
+from participation_grpc.migrate.steps import Steps
+
+WAITLIST = "activity.waitlist_entries"
+_BATCH = 5000
+
+NULL_IDS = "waitlist entries without an id: given one"
+POSITIONS = "waitlists with duplicate or gapped positions: renumbered in queue order"
+
+Hook = Callable[[Steps, Report], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Preparation:
+    before: Hook
+    after: Hook | None = None
+
+
+async def _constraint_exists(steps: Steps, name: str) -> bool:
+    return bool(await steps.conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+        WAITLIST, name))
+
+
+async def _column_nullable(steps: Steps, column: str) -> bool | None:
+    """None when the column does not exist."""
+    return await steps.conn.fetchval(  # type: ignore[no-any-return]
+        "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 "
+        "AND NOT attisdropped", WAITLIST, column)
+
+
+async def fill_waitlist_ids(steps: Steps, report: Report) -> None:
+    """Before anything joins on waitlist_id. The predecessor's column had a default but allowed
+    NULL, and rows written with an explicit NULL exist."""
+    rows = await steps.batches("filling NULL waitlist ids", f"""
+        UPDATE {WAITLIST} w SET waitlist_id = gen_random_uuid()
+        WHERE w.ctid = ANY (ARRAY(SELECT ctid FROM {WAITLIST} WHERE waitlist_id IS NULL LIMIT {_BATCH}))
+        RETURNING w.activity_id || '/' || w.user_id AS id""")
+    for row in rows:
+        report.add(NULL_IDS, row["id"])
+
+
+async def _make_not_null_cheap(steps: Steps, column: str) -> None:
+    """A validated CHECK (column IS NOT NULL) lets a later SET NOT NULL skip its scan of the
+    table, which it would otherwise make under an ACCESS EXCLUSIVE lock. VALIDATE takes a lock
+    that readers and writers pass."""
+    check = f"waitlist_entries_{column}_filled"
+    if not await _column_nullable(steps, column) or await _constraint_exists(steps, check):
+        return
+    await steps.execute(f"checking {column}", f"ALTER TABLE {WAITLIST} ADD CONSTRAINT {check} "
+                                              f"CHECK ({column} IS NOT NULL) NOT VALID")
+    await steps.execute(f"checking {column}", f"ALTER TABLE {WAITLIST} VALIDATE CONSTRAINT {check}")
+
+
+async def _drop_not_null_check(steps: Steps, column: str) -> None:
+    """Once the column is NOT NULL the helper CHECK says nothing more."""
+    check = f"waitlist_entries_{column}_filled"
+    if await _constraint_exists(steps, check) and await _column_nullable(steps, column) is False:
+        await steps.execute(f"checking {column}",
+                            f"ALTER TABLE {WAITLIST} DROP CONSTRAINT IF EXISTS {check}")
+
+
+async def before_service_tables(steps: Steps, report: Report) -> None:
+    """0002 over the predecessor's waitlist: ids, positions 1..n in the queue order 0002 uses,
+    and the two constraints 0002 adds, built without blocking."""
+    if not await steps.exists(WAITLIST):
+        return
+    await fill_waitlist_ids(steps, report)
+    # Batches of activities; the order is exactly 0002's, so 0002's UPDATE then finds nothing.
+    rows = await steps.batches("renumbering waitlist positions", f"""
+        WITH ranked AS (
+            SELECT waitlist_id, activity_id, position,
+                   row_number() OVER (PARTITION BY activity_id
+                                      ORDER BY position, created_at, waitlist_id) AS rn
+            FROM {WAITLIST}),
+        unordered AS (
+            SELECT DISTINCT activity_id FROM ranked WHERE position <> rn ORDER BY activity_id
+            LIMIT 200),
+        moved AS (
+            UPDATE {WAITLIST} w SET position = r.rn FROM ranked r
+            WHERE r.waitlist_id = w.waitlist_id AND w.position <> r.rn
+              AND r.activity_id IN (SELECT activity_id FROM unordered)
+            RETURNING w.activity_id)
+        SELECT DISTINCT activity_id::text AS id FROM moved""")
+    for row in sorted(rows, key=lambda r: str(r["id"])):
+        report.add(POSITIONS, row["id"])
+    if not await _constraint_exists(steps, "waitlist_entries_position_unique"):
+        await steps.build_index(
+            f"CREATE UNIQUE INDEX IF NOT EXISTS waitlist_entries_position_unique ON {WAITLIST} "
+            "(activity_id, position);", "activity", "waitlist_entries_position_unique")
+        await steps.execute("waitlist position constraint",
+                            f"ALTER TABLE {WAITLIST} ADD CONSTRAINT waitlist_entries_position_unique "
+                            "UNIQUE USING INDEX waitlist_entries_position_unique "
+                            "DEFERRABLE INITIALLY DEFERRED")
+    if not await _constraint_exists(steps, "waitlist_entries_position_positive"):
+        await steps.execute("waitlist position check",
+                            f"ALTER TABLE {WAITLIST} ADD CONSTRAINT waitlist_entries_position_positive "
+                            "CHECK (position >= 1) NOT VALID")
+        await steps.execute("waitlist position check",
+                            f"ALTER TABLE {WAITLIST} VALIDATE CONSTRAINT waitlist_entries_position_positive")
+
+
+async def before_queue_order(steps: Steps, report: Report) -> None:
+    """0004's queued_seq: added, filled in queue order in batches, and proven NOT NULL. Also the
+    ids, for a database that an earlier migrate left with 0002 applied and 0004 failed."""
+    if not await steps.exists(WAITLIST):
+        return
+    await fill_waitlist_ids(steps, report)
+    await steps.execute("adding queued_seq",
+                        f"ALTER TABLE {WAITLIST} ADD COLUMN IF NOT EXISTS queued_seq bigint")
+    # Each batch numbers the next rows in 0004's global order after the highest number so far.
+    await steps.batches("numbering the queue", f"""
+        WITH next AS (
+            SELECT w.ctid AS row_id,
+                   (SELECT coalesce(max(queued_seq), 0) FROM {WAITLIST})
+                   + row_number() OVER (ORDER BY w.activity_id, w.position, w.created_at,
+                                                 w.waitlist_id) AS seq
+            FROM {WAITLIST} w WHERE w.queued_seq IS NULL
+            ORDER BY w.activity_id, w.position, w.created_at, w.waitlist_id LIMIT {_BATCH})
+        UPDATE {WAITLIST} w SET queued_seq = next.seq FROM next WHERE w.ctid = next.row_id
+        RETURNING w.queued_seq""")
+    await _make_not_null_cheap(steps, "queued_seq")
+
+
+async def after_queue_order(steps: Steps, report: Report) -> None:
+    await _drop_not_null_check(steps, "queued_seq")
+
+
+async def before_waitlist_key(steps: Steps, report: Report) -> None:
+    """0011 makes waitlist_id NOT NULL and the primary key."""
+    if not await steps.exists(WAITLIST):
+        return
+    await fill_waitlist_ids(steps, report)
+    await _make_not_null_cheap(steps, "waitlist_id")
+
+
+async def after_waitlist_key(steps: Steps, report: Report) -> None:
+    await _drop_not_null_check(steps, "waitlist_id")
+
+
+PREPARATIONS = {
+    "0002_service_tables.sql": Preparation(before_service_tables),
+    "0004_waitlist_queue_order.sql": Preparation(before_queue_order, after_queue_order),
+    "0011_waitlist_key.sql": Preparation(before_waitlist_key, after_waitlist_key),
+}

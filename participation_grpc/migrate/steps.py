@@ -1,0 +1,160 @@
+"""How migrate changes a database that other services keep reading.
+
+A plain SELECT waits only for an ACCESS EXCLUSIVE lock (most ALTER TABLE forms), but it waits
+for one that is merely *requested*: a migration queued behind a long reader makes every later
+reader queue behind it. So every step here
+- waits at most LOCK_TIMEOUT_MS for any lock, and on a timeout rolls back and tries again a
+  little later (readers pass in between), for up to `patience` seconds in all;
+- holds what it takes only briefly: long work (backfills, index builds) never runs while an
+  ACCESS EXCLUSIVE lock is held. Backfills go in batches of their own transactions, indexes are
+  built CONCURRENTLY (which blocks neither readers nor writers).
+
+In a dry run the whole run is one transaction that is rolled back: each step becomes a
+savepoint and indexes are built inside it, so a dry run holds its locks until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+
+from participation_grpc.migrate.report import MigrationError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LOCK_TIMEOUT_MS = 200
+_RETRY_SQLSTATES = frozenset({"55P03", "40P01"})  # lock_not_available, deadlock_detected
+_INDEX = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+ON\s+(\w+)\.(\w+)(.*?);",
+                    re.IGNORECASE | re.DOTALL)
+
+
+class Steps:
+    """Runs migrate's work on one connection (which holds migrate's advisory lock)."""
+
+    def __init__(self, conn: asyncpg.Connection, *, dry_run: bool, patience: float) -> None:
+        self.conn = conn
+        self.dry_run = dry_run
+        self.patience = patience
+
+    async def transaction(self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """`work` in one transaction (a savepoint in a dry run) whose lock waits are short; run
+        again from the start when one timed out. Any other failure: MigrationError naming
+        `what`, with the transaction rolled back."""
+        deadline = time.monotonic() + self.patience
+        pause = 0.05
+        while True:
+            try:
+                async with self.conn.transaction():
+                    await self.conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+                    return await work(self.conn)
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate not in _RETRY_SQLSTATES:
+                    raise MigrationError(f"{what} failed and was rolled back: {_one_line(exc)}") from exc
+                if time.monotonic() > deadline:
+                    raise MigrationError(
+                        f"{what}: could not take its locks within {self.patience:.0f} s, rolled "
+                        f"back; {await self._lock_holders()}") from exc
+                log.info("%s: a lock was busy (%s), trying again", what, exc.sqlstate)
+                await asyncio.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, 2.0)
+
+    async def execute(self, what: str, sql: str, *args: object) -> str:
+        async def work(conn: asyncpg.Connection) -> str:
+            return await conn.execute(sql, *args)
+        return await self.transaction(what, work)
+
+    async def fetch(self, what: str, sql: str, *args: object) -> list[asyncpg.Record]:
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            return await conn.fetch(sql, *args)
+        return await self.transaction(what, work)
+
+    async def batches(self, what: str, sql: str) -> list[asyncpg.Record]:
+        """Run `sql` (one batch, returning the rows it changed) until a batch changes nothing,
+        each batch in a transaction of its own. Returns every row changed."""
+        done: list[asyncpg.Record] = []
+        while rows := await self.fetch(what, sql):
+            done += rows
+        return done
+
+    async def exists(self, relation: str) -> bool:
+        return bool(await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", relation))
+
+    async def build_index(self, create: str, schema: str, name: str) -> None:
+        """`create` is `CREATE [UNIQUE] INDEX IF NOT EXISTS ...`: built CONCURRENTLY, outside any
+        transaction; an invalid leftover of an interrupted build is dropped and built again."""
+        if self.dry_run:
+            await self.execute(f"index {name}", create)
+            return
+        valid = await self.conn.fetchval(
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
+            f"{schema}.{name}")
+        if valid:
+            return
+        if valid is not None:
+            await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
+        concurrent = re.sub(r"INDEX\s+IF\s+NOT\s+EXISTS", "INDEX CONCURRENTLY IF NOT EXISTS", create,
+                            count=1, flags=re.IGNORECASE)
+        log.info("building index %s.%s concurrently", schema, name)
+        # A concurrent build waits for every transaction that holds an older snapshot, however
+        # long it stays open. It blocks nobody meanwhile, so it may wait all of `patience`; then
+        # it gives up and says who it waited for.
+        await self.conn.execute(f"SET lock_timeout = '{int(self.patience * 1000)}ms'")
+        try:
+            await self.conn.execute(concurrent)
+        except asyncpg.PostgresError as exc:
+            holders = await self._lock_holders()
+            try:  # an interrupted build leaves an invalid index behind; the next run drops it too
+                await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
+            except asyncpg.PostgresError:
+                log.warning("the invalid index %s.%s is left for the next run to drop", schema, name)
+            if exc.sqlstate in _RETRY_SQLSTATES:
+                raise MigrationError(f"index {name}: could not be built within {self.patience:.0f} s "
+                                     f"(it waits for older transactions to end); {holders}") from exc
+            raise MigrationError(f"index {name} could not be built: {_one_line(exc)}") from exc
+        finally:
+            await self.conn.execute("RESET lock_timeout")
+
+    async def prebuild_indexes(self, migration: str) -> None:
+        """Build the indexes a pending migration creates (`CREATE INDEX IF NOT EXISTS`) before
+        it runs, concurrently, so that inside its transaction each one is already there. Indexes
+        on a table or column the migration itself creates are left to it: such a table is new,
+        or the column is, so the index is built on nothing."""
+        if self.dry_run:
+            return
+        for found in _INDEX.finditer(migration):
+            schema, table, name = found.group(3), found.group(4), found.group(2)
+            if not await self.exists(f"{schema}.{table}"):
+                continue
+            try:
+                await self.build_index(found.group(0), schema, name)
+            except MigrationError as exc:
+                if isinstance(exc.__cause__, asyncpg.UndefinedColumnError):
+                    continue
+                raise
+
+    async def _lock_holders(self) -> str:
+        rows = await self.conn.fetch(
+            """SELECT a.pid, a.application_name, a.state, left(a.query, 80) AS query,
+                      round(extract(epoch FROM now() - a.xact_start)) AS seconds
+               FROM pg_stat_activity a
+               WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                 AND a.xact_start IS NOT NULL
+               ORDER BY a.xact_start LIMIT 3""")
+        if not rows:
+            return "no other transaction is open now"
+        return "oldest open transactions: " + "; ".join(
+            f"pid {r['pid']} ({r['application_name'] or 'no name'}, {r['state']}, open "
+            f"{r['seconds']} s: {' '.join(r['query'].split())})" for r in rows)
+
+
+def _one_line(exc: asyncpg.PostgresError) -> str:
+    detail = getattr(exc, "detail", None)
+    return " ".join(f"{exc}{' (' + detail + ')' if detail else ''}".split())
