@@ -126,7 +126,9 @@ def undecodable(method: str) -> ServiceError:
     """A body that is not a message of the method's request type; nothing of the parser's text
     goes to the caller, and a burst of them is logged as one line."""
     _undecodable.record(method)
-    return invalid_argument("", "The request body is not a valid message of the request type")
+    message = "The request body is not a valid protobuf message of the request type"
+    return ServiceError(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT", message,
+                        violations=[Violation("", message)])
 
 
 def database_busy(waited_for: str) -> ServiceError:

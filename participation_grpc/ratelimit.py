@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from participation_grpc import metrics
@@ -159,6 +160,10 @@ class RedisLimiter:
             decision = await self._shared(subject, limit_class)
         except _UNREACHABLE as exc:
             self._went_down(exc)
+            # After a restart every pooled connection is dead; keeping them would make each
+            # next probe fail on one of them and count as a new outage (it flipped ~12 times
+            # in 6 s). The next probe opens a fresh connection.
+            await self._client.connection_pool.disconnect()
             return self._fallback(subject, limit_class)
         self._came_back()
         if decision.allowed:
@@ -196,10 +201,12 @@ def build_limiter(settings: Settings) -> Limiter:
     """Redis when REDIS_URL is set, else the in-process limiter (development)."""
     if not settings.redis_url:
         return LocalLimiter(settings.rate_limits)
-    # Short timeouts and no client retries: a slow or dead Redis must not stall calls, since
-    # the local limiter can decide at once.
+    # Short timeouts: a slow or dead Redis must not stall calls, since the local limiter can
+    # decide at once.
+    # One retry, on a connection error only: a pooled connection Redis closed (a restart)
+    # fails at once, and a fresh one answers; a timeout is not retried.
     client = Redis.from_url(settings.redis_url,
                             socket_timeout=settings.redis_timeout_seconds,
                             socket_connect_timeout=settings.redis_timeout_seconds,
-                            retry=Retry(NoBackoff(), 0))
+                            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
     return RedisLimiter(client, settings.rate_limits, retry_seconds=settings.redis_retry_seconds)

@@ -43,3 +43,40 @@ def test_page_token_secret_overrides_derived_key() -> None:
     derived = Settings(jwt_secret_key="s" * 40)
     assert _page_token_key(derived) == b"s" * 40
     assert _page_token_key(Settings.from_environ({"PAGE_TOKEN_SECRET": "p" * 40})) == b"p" * 40
+
+
+def _signed(key: bytes, payload: object) -> str:
+    """A token with the service's own format and key around any payload (what a token of
+    another version, or a key reused elsewhere, would look like)."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    sealing = hashlib.sha256(b"participation page tokens|" + key).digest()
+    return f"{b64(body)}.{b64(hmac.new(sealing, body, hashlib.sha256).digest()[:16])}"
+
+
+@pytest.mark.parametrize("payload", [
+    {"b": "BINDING"},  # no position at all: was a KeyError, answered INTERNAL
+    {"a": None, "b": "BINDING"},
+    {"a": [1, 2], "b": "BINDING"},
+    {"a": "x", "b": "BINDING"},
+    ["a", "b"],
+    "BINDING",
+])
+def test_a_signed_token_without_a_position_is_invalid_argument(payload: object) -> None:
+    tokens = PageTokens(b"one key")
+    binding = tokens.binding(CALLER, REQUEST)
+    if isinstance(payload, dict):
+        payload = {k: (binding if v == "BINDING" else v) for k, v in payload.items()}
+    token = _signed(b"one key", payload)
+    assert tokens.decode(_signed(b"one key", {"a": {"r": 1}, "b": binding}), binding) == {"r": 1}
+    with pytest.raises(ServiceError) as caught:
+        tokens.decode(token, binding)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in caught.value.violations] == ["page_token"]

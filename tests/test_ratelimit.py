@@ -271,9 +271,18 @@ class FlakyScript:
         return [1, 0]
 
 
+class FlakyPool:
+    def __init__(self) -> None:
+        self.disconnects = 0
+
+    async def disconnect(self) -> None:
+        self.disconnects += 1
+
+
 class FlakyClient:
     def __init__(self) -> None:
         self.script = FlakyScript()
+        self.connection_pool = FlakyPool()
 
     def register_script(self, source: str) -> FlakyScript:
         return self.script
