@@ -106,6 +106,10 @@ class LocalLimiter:
             return Decision(True, limit_class, limit, 0.0)
         return Decision(False, limit_class, limit, calls[0] + WINDOW_SECONDS - now)
 
+    def tracked(self) -> int:
+        """How many (class, user) logs are kept: memory follows the users active in a window."""
+        return len(self._logs)
+
     def record(self, subject: str, limit_class: str) -> None:
         """Remember a call admitted elsewhere (by Redis), so an outage starts from real history."""
         now = self._clock()

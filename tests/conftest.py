@@ -21,6 +21,7 @@ from participation_grpc.db import QueryLogger
 from participation_grpc.migrate import migrate
 from participation_grpc.settings import Settings
 from participation_grpc.v1 import participation_pb2_grpc
+from tests import redis_server
 from tests.postgres import scratch_database, server_dsn, with_database
 from tests.seed import Seed
 
@@ -38,6 +39,12 @@ async def template() -> AsyncIterator[tuple[str, str]]:
     await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     await conn.close()
     del handle
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis (REDIS_URL, or a private server for the run); skips when none."""
+    return redis_server.redis_url()
 
 
 @pytest.fixture

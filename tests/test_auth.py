@@ -24,6 +24,7 @@ from google.protobuf import descriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from participation_grpc.auth import TokenVerifier
 from participation_grpc.health import SERVICE_NAME
 from participation_grpc.settings import DEV_JWT_SECRET, ConfigError, Settings
 from participation_grpc.v1 import participation_pb2 as pb
@@ -314,7 +315,20 @@ def test_production_with_a_public_key_needs_no_secret() -> None:
 
 def test_public_key_on_one_line_with_escaped_newlines_is_read() -> None:
     one_line = _pem(EC_KEY).replace("\n", "\\n")
-    Settings.from_environ({"JWT_ALGORITHM": "ES256", "JWT_PUBLIC_KEY": one_line})
+    settings = Settings.from_environ({"JWT_ALGORITHM": "ES256", "JWT_PUBLIC_KEY": one_line})
+    caller = TokenVerifier(settings).verify(signed(EC_KEY, "ES256"))
+    assert str(caller.user_id) == USER
+
+
+def test_a_directly_built_settings_cannot_skip_the_checks() -> None:
+    with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
+        Settings(environment="production")
+    with pytest.raises(ConfigError, match="JWT_PUBLIC_KEY"):
+        Settings(jwt_algorithm="RS256", jwt_public_key="not a key")
+    with pytest.raises(ConfigError, match="DB_LOCK_TIMEOUT_MS"):
+        Settings(db_lock_timeout_ms=0)
+    with pytest.raises(ConfigError, match="GRPC_PORT"):
+        Settings(grpc_port=-1)
 
 
 @pytest.mark.parametrize(("env", "variable"), [

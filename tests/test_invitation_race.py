@@ -6,7 +6,7 @@ import grpc
 
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service
-from tests.test_participation_race import invariants
+from tests.participation import invariants
 
 SETTLED = {grpc.StatusCode.ALREADY_EXISTS: "ALREADY_JOINED",
            grpc.StatusCode.FAILED_PRECONDITION: "ALREADY_RESPONDED"}

@@ -18,7 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from participation_grpc.auth import mint_token
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc as pb_grpc
-from tests.conftest import Service, detail, expect_error, serving, test_settings
+from tests.conftest import detail, expect_error, serving, test_settings
+from tests.participation import join
 from tests.seed import Seed
 from tests.server_process import server_process
 from tests.test_faults import BUSY, OK, Outcome, outcome, until
@@ -48,10 +49,6 @@ async def lock_waiters(conn: asyncpg.Connection) -> int:
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
         "AND wait_event_type = 'Lock'")
     return count
-
-
-def join(service: Service, user: uuid.UUID, activity: uuid.UUID) -> object:
-    return service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
 
 
 async def test_a_lock_held_on_one_activity_slows_only_that_activity(database_url: str) -> None:

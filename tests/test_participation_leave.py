@@ -7,41 +7,9 @@ import pytest
 
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service, expect_error
+from tests.participation import cancel, full_activity, invariants, join, leave
 
 Code = grpc.StatusCode
-
-
-def join(service: Service, user: uuid.UUID, activity: uuid.UUID):
-    return service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
-
-
-def leave(service: Service, user: uuid.UUID, activity: uuid.UUID):
-    return service.call("LeaveActivity", user, pb.LeaveActivityRequest(activity_id=str(activity)))
-
-
-def cancel(service: Service, user: uuid.UUID, activity: uuid.UUID, reason: str = ""):
-    return service.call("CancelParticipation", user,
-                        pb.CancelParticipationRequest(activity_id=str(activity), reason=reason))
-
-
-async def full_activity(service: Service, seats: int, waiting: int
-                        ) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID], list[uuid.UUID]]:
-    """(activity, organizer, registered members, waitlisted users in order)."""
-    organizer = await service.seed.user()
-    activity = await service.seed.activity(organizer, max_participants=seats)
-    members = [await service.seed.user() for _ in range(seats - 1)]
-    queue = [await service.seed.user() for _ in range(waiting)]
-    for user in members + queue:
-        await join(service, user, activity)
-    return activity, organizer, members, queue
-
-
-async def assert_consistent(service: Service, activity: uuid.UUID) -> dict:
-    counts = await service.seed.counts(activity)
-    assert counts["counter"] == counts["registered"] <= counts["max_participants"]
-    assert counts["wait_counter"] == len(counts["positions"])
-    assert counts["positions"] == list(range(1, len(counts["positions"]) + 1))
-    return counts
 
 
 async def test_leave_frees_seat_for_first_waitlisted(service: Service) -> None:
@@ -50,7 +18,7 @@ async def test_leave_frees_seat_for_first_waitlisted(service: Service) -> None:
     assert reply.was_waitlisted is False
     assert list(reply.promoted_user_ids) == [str(queue[0])]
     assert reply.HasField("left_at")
-    counts = await assert_consistent(service, activity)
+    counts = await invariants(service, activity)
     assert (counts["registered"], counts["positions"]) == (3, [1, 2])
 
 
@@ -62,7 +30,7 @@ async def test_leave_from_middle_of_waitlist_moves_no_other_entry(service: Servi
         "WHERE activity_id = $1 ORDER BY position", activity)
     reply = await leave(service, queue[1], activity)
     assert reply.was_waitlisted is True and list(reply.promoted_user_ids) == []
-    await assert_consistent(service, activity)
+    await invariants(service, activity)
     after = await service.seed.conn.fetch(
         "SELECT user_id, position, xmin::text AS version FROM activity.waitlist_entries "
         "WHERE activity_id = $1 ORDER BY position", activity)
@@ -80,7 +48,7 @@ async def test_promotion_fills_every_free_seat(service: Service) -> None:
         "UPDATE activity.activities SET max_participants = 4 WHERE activity_id = $1", activity)
     reply = await leave(service, members[0], activity)
     assert list(reply.promoted_user_ids) == [str(u) for u in queue[:3]]
-    counts = await assert_consistent(service, activity)
+    counts = await invariants(service, activity)
     assert (counts["registered"], counts["positions"]) == (4, [1])
 
 
@@ -91,7 +59,7 @@ async def test_promotion_drops_banned_and_blocked_waitlisted_users(service: Serv
     await service.seed.block(organizer, queue[1])
     reply = await leave(service, members[0], activity)
     assert list(reply.promoted_user_ids) == [str(queue[2])]
-    counts = await assert_consistent(service, activity)
+    counts = await invariants(service, activity)
     assert (counts["registered"], counts["positions"]) == (2, [])
 
 
@@ -111,7 +79,7 @@ async def test_leave_then_join_again_goes_through_every_check(service: Service) 
     again = await join(service, members[0], activity)
     assert again.participation_status == pb.PARTICIPATION_STATUS_WAITLISTED
     assert again.waitlist_position == 1
-    await assert_consistent(service, activity)
+    await invariants(service, activity)
 
 
 async def test_leave_missing_activity_is_not_found(service: Service) -> None:
@@ -174,7 +142,7 @@ async def test_cancel_keeps_record_with_reason_and_promotes(service: Service) ->
         "SELECT participation_status::text, cancellation_reason, cancelled_at FROM "
         "activity.participants WHERE activity_id = $1 AND user_id = $2", activity, members[0])
     assert (row["participation_status"], row["cancellation_reason"]) == ("cancelled", "Sick, sorry")
-    await assert_consistent(service, activity)
+    await invariants(service, activity)
 
 
 async def test_cancel_then_join_again_reactivates_the_record(service: Service) -> None:

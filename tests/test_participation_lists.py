@@ -9,12 +9,9 @@ from google.rpc import error_details_pb2
 
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service, detail, expect_error
+from tests.participation import join
 
 Code = grpc.StatusCode
-
-
-def join(service: Service, user: uuid.UUID, activity: uuid.UUID):
-    return service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
 
 
 def participants(service: Service, user: uuid.UUID, activity: uuid.UUID, **fields):

@@ -5,20 +5,7 @@ import uuid
 
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service
-
-
-async def invariants(service: Service, activity: uuid.UUID) -> dict:
-    """Counters equal the rows, capacity holds, positions are 1..n, nobody is in two places."""
-    counts = await service.seed.counts(activity)
-    assert counts["counter"] == counts["registered"] <= counts["max_participants"]
-    assert counts["wait_counter"] == len(counts["positions"])
-    assert counts["positions"] == list(range(1, len(counts["positions"]) + 1))
-    both = await service.seed.conn.fetchval(
-        "SELECT count(*) FROM activity.waitlist_entries w JOIN activity.participants p "
-        "USING (activity_id, user_id) WHERE w.activity_id = $1 "
-        "AND p.participation_status = 'registered'", activity)
-    assert both == 0
-    return counts
+from tests.participation import invariants
 
 
 async def test_200_concurrent_joins_fill_10_seats_and_queue_the_rest(service: Service) -> None:

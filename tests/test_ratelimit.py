@@ -28,11 +28,6 @@ from tests.network import free_port
 LIMITS = RateLimits(write=3, bulk=2, confirm=4, read=5)
 
 
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return redis_server.redis_url()
-
-
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
@@ -174,7 +169,7 @@ async def test_local_limiter_forgets_users_idle_for_a_window() -> None:
         await limiter.acquire(user(), "read")
     clock.now += 61
     await limiter.acquire(user(), "read")
-    assert len(limiter._logs) == 1
+    assert limiter.tracked() == 1
 
 
 # --- Redis ---------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from participation_grpc.ratelimit import LocalLimiter, RedisLimiter
 from participation_grpc.settings import RateLimits, Settings
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc
-from tests import redis_server
 from tests.conftest import detail, error_info, serving
 from tests.conftest import test_settings as settings_for
 
@@ -77,11 +76,6 @@ class Server:
 
 
 StartServer = Callable[..., Awaitable[Server]]
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return redis_server.redis_url()
 
 
 @pytest.fixture

@@ -54,9 +54,10 @@ async def test_organizer_demotes_co_organizer_to_member(service: Service) -> Non
 
 async def test_promote_on_missing_activity_is_activity_not_found(service: Service) -> None:
     organizer, member, _ = await setup(service)
-    info = await expect_error(promote(service, organizer, uuid.uuid4(), member),
+    missing = uuid.uuid4()
+    info = await expect_error(promote(service, organizer, missing, member),
                               Code.NOT_FOUND, "ACTIVITY_NOT_FOUND")
-    assert "activity_id" in info.metadata
+    assert info.metadata["activity_id"] == str(missing)
 
 
 async def test_promote_on_activity_caller_cannot_see_is_activity_not_found(service: Service) -> None:

@@ -6,6 +6,7 @@ import grpc
 
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service, expect_error
+from tests.participation import full_activity
 
 Code = grpc.StatusCode
 
@@ -17,23 +18,8 @@ def waitlist(service: Service, caller: uuid.UUID, activity: uuid.UUID, page_size
     return service.call("ListWaitlist", caller, request)
 
 
-async def full_activity(service: Service, waiting: int, *, seated: tuple[uuid.UUID, ...] = (),
-                        **options) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
-    """(organizer, an activity whose seats are the organizer's and those of `seated`, users
-    queued in order)."""
-    organizer = await service.seed.user()
-    activity = await service.seed.activity(organizer, max_participants=1 + len(seated), **options)
-    for user in seated:
-        await service.seed.participant(activity, user)
-    users = [await service.seed.user() for _ in range(waiting)]
-    request = pb.JoinActivityRequest(activity_id=str(activity))
-    for user in users:
-        await service.call("JoinActivity", user, request)
-    return organizer, activity, users
-
-
 async def test_organizer_sees_waitlist_in_queue_order(service: Service) -> None:
-    organizer, activity, users = await full_activity(service, 3)
+    activity, organizer, _, users = await full_activity(service, 3)
     reply = await waitlist(service, organizer, activity)
     assert [(e.user_id, e.position) for e in reply.entries] == \
         [(str(u), n) for n, u in enumerate(users, start=1)]
@@ -45,7 +31,7 @@ async def test_organizer_sees_waitlist_in_queue_order(service: Service) -> None:
 
 async def test_co_organizer_sees_waitlist(service: Service) -> None:
     co = await service.seed.user()
-    _, activity, _ = await full_activity(service, 2, seated=(co,))
+    activity, _, _, _ = await full_activity(service, 2, seated=(co,))
     await service.seed.conn.execute(
         "UPDATE activity.participants SET role = 'co_organizer' WHERE user_id = $1", co)
     assert (await waitlist(service, co, activity)).total_size == 2
@@ -53,7 +39,7 @@ async def test_co_organizer_sees_waitlist(service: Service) -> None:
 
 async def test_waitlist_for_member_is_not_authorized(service: Service) -> None:
     member = await service.seed.user()
-    _, activity, (waiting, _) = await full_activity(service, 2, seated=(member,))
+    activity, _, _, (waiting, _) = await full_activity(service, 2, seated=(member,))
     for caller in (member, waiting):
         info = await expect_error(waitlist(service, caller, activity),
                                   Code.PERMISSION_DENIED, "NOT_AUTHORIZED")
@@ -61,7 +47,7 @@ async def test_waitlist_for_member_is_not_authorized(service: Service) -> None:
 
 
 async def test_waitlist_for_cancelled_co_organizer_is_not_authorized(service: Service) -> None:
-    _, activity, _ = await full_activity(service, 1)
+    activity, _, _, _ = await full_activity(service, 1)
     former = await service.seed.user()
     await service.seed.participant(activity, former, role="co_organizer", status="cancelled")
     await expect_error(waitlist(service, former, activity), Code.PERMISSION_DENIED,
@@ -79,7 +65,7 @@ async def test_waitlist_of_activity_caller_cannot_see_is_activity_not_found(
 
 
 async def test_waitlist_never_shows_users_blocked_with_the_caller(service: Service) -> None:
-    organizer, activity, (first, second, third) = await full_activity(service, 3, type_="xxl")
+    activity, organizer, _, (first, second, third) = await full_activity(service, 3, type_="xxl")
     await service.seed.block(second, organizer)  # XXL: the block did not stop the join
     reply = await waitlist(service, organizer, activity)
     assert [(e.user_id, e.position) for e in reply.entries] == [(str(first), 1), (str(third), 3)]
@@ -87,7 +73,7 @@ async def test_waitlist_never_shows_users_blocked_with_the_caller(service: Servi
 
 
 async def test_waitlist_pages_default_to_50_with_tokens(service: Service) -> None:
-    organizer, activity, users = await full_activity(service, 55)
+    activity, organizer, _, users = await full_activity(service, 55)
     first = await waitlist(service, organizer, activity)
     assert (len(first.entries), first.total_size) == (50, 55) and first.next_page_token
     second = await waitlist(service, organizer, activity, page_token=first.next_page_token)
@@ -98,7 +84,7 @@ async def test_waitlist_pages_default_to_50_with_tokens(service: Service) -> Non
 
 async def test_waitlist_page_continues_after_last_row_when_someone_ahead_leaves(
         service: Service) -> None:
-    organizer, activity, users = await full_activity(service, 6)
+    activity, organizer, _, users = await full_activity(service, 6)
     first = await waitlist(service, organizer, activity, page_size=3)
     await service.call("LeaveActivity", users[0], pb.LeaveActivityRequest(activity_id=str(activity)))
     second = await waitlist(service, organizer, activity, page_size=3,
@@ -109,7 +95,7 @@ async def test_waitlist_page_continues_after_last_row_when_someone_ahead_leaves(
 
 
 async def test_waitlist_token_from_another_activity_is_invalid_argument(service: Service) -> None:
-    organizer, activity, _ = await full_activity(service, 3)
+    activity, organizer, _, _ = await full_activity(service, 3)
     other = await service.seed.activity(organizer)
     token = (await waitlist(service, organizer, activity, page_size=1)).next_page_token
     await expect_error(waitlist(service, organizer, other, page_token=token),
