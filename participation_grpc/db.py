@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -140,13 +139,17 @@ class Database:
             raise
         except TimeoutError:
             # The server does not even enforce its own statement_timeout: it is frozen or cut
-            # off. Whether the statement committed is unknown; the connection is dropped.
-            self._connections.drop(connection)
+            # off. Whether the statement committed is unknown; the connection is not reused.
+            self._connections.retire(connection)
             raise errors.database_unavailable("no answer from the database") from None
+        except _BROKEN:
+            self._connections.drop_broken(connection)
+            raise
         except BaseException:
-            # Cancelled (the caller's deadline, the drain) or broken: the connection may still
-            # be busy with the statement, so it is not used again.
-            self._connections.drop(connection)
+            # Cancelled (the caller's deadline, the drain): the statement may still run, so the
+            # connection is not reused, and it is closed only after PostgreSQL was asked to
+            # cancel the statement (terminating it at once would leave it waiting on its lock).
+            self._connections.retire(connection)
             raise
         self._connections.give_back(connection)
         return row
@@ -164,6 +167,7 @@ class _Connections:
         self._dsn = dsn
         self.max_size = max_size
         self._idle: list[asyncpg.Connection] = []
+        self._retiring: set[asyncio.Task[None]] = set()
         self._query_logger = query_logger
         self._server_settings = session_settings(limits)
         self._connect_seconds = limits.acquire_timeout_ms / 1000  # part of acquiring
@@ -190,10 +194,23 @@ class _Connections:
         # most likely gone too, and each would fail one more call before that shows.
         self._drop_idle()
 
-    def drop(self, connection: asyncpg.Connection) -> None:
+    def drop_broken(self, connection: asyncpg.Connection) -> None:
+        """The connection broke: so, most likely, did the idle ones (a restart)."""
         connection.terminate()
-        if isinstance(sys.exc_info()[1], _BROKEN):
-            self._drop_idle()
+        self._drop_idle()
+
+    def retire(self, connection: asyncpg.Connection) -> None:
+        """Closes a connection whose statement may still run: asyncpg's graceful close sends
+        PostgreSQL a cancel request and waits for it (bounded), then says goodbye."""
+        task = asyncio.get_running_loop().create_task(self._close(connection))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _close(self, connection: asyncpg.Connection) -> None:
+        try:
+            await asyncio.wait_for(connection.close(), self._connect_seconds)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            connection.terminate()
 
     def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
@@ -213,6 +230,8 @@ class _Connections:
         return connection
 
     async def close(self, within: float) -> None:
+        if self._retiring:
+            await asyncio.wait(self._retiring, timeout=within)
         idle, self._idle = self._idle, []
         for connection in idle:
             try:

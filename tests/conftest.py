@@ -56,9 +56,14 @@ async def database_url(template: tuple[str, str]) -> AsyncIterator[str]:
 
 
 def test_settings(database_url: str, **overrides: Any) -> Settings:
+    # Database waits far longer than in production: a test about correctness must not turn into
+    # one about timing on a busy machine (300 calls queueing on one activity's lock can take
+    # seconds there). The tests about the limits set them short themselves.
     options: dict[str, Any] = {"database_url": database_url, "grpc_host": "127.0.0.1",
                                "grpc_port": 0, "rate_limit_enabled": False,
-                               "shutdown_grace_seconds": 5.0, "shutdown_pause_seconds": 0.0}
+                               "shutdown_grace_seconds": 5.0, "shutdown_pause_seconds": 0.0,
+                               "db_lock_timeout_ms": 30_000, "db_acquire_timeout_ms": 30_000,
+                               "db_statement_timeout_ms": 60_000}
     return Settings(**{**options, **overrides})
 
 

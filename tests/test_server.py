@@ -155,7 +155,7 @@ async def test_sigterm_drains_in_flight_calls_then_exits_zero(database_url: str)
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "GRPC_PORT": str(port),
            "GRPC_HOST": "127.0.0.1", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING",
-           "SHUTDOWN_GRACE_SECONDS": "30"}
+           "SHUTDOWN_GRACE_SECONDS": "30", "DB_LOCK_TIMEOUT_MS": "30000"}
     env.pop("REDIS_URL", None)
     proc = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), "serve", env=env)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -219,6 +219,7 @@ async def test_deadline_cancels_the_database_work(service: Service) -> None:
         await call
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     for _ in range(500):  # the cancel request reaches the server promptly; bounded wait
+        await locker.execute("SELECT pg_stat_clear_snapshot()")  # see wait_for_lock_waiter
         waiting = await locker.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
             "AND wait_event_type = 'Lock'")
