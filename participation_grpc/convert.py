@@ -1,10 +1,19 @@
-"""Rows to messages and back: ids as canonical text, timestamps, enums by their database labels."""
+"""Rows to messages and back: a procedure's columns are its response message's field names.
+
+Messages are built by their constructors (C code under upb), never field by field in Python.
+A row's columns carry the database's types: timestamps go in as they are (or are parsed, when
+they came inside jsonb as text), ids become their canonical text, enum labels (co_organizer)
+their numbers; those few conversions are worked out once per message type. List items and
+bulk results are already the JSON of their messages, built by the procedures
+(sql/procedures/00_rules.sql, pa_pb_*), so each decoded object goes to the constructor untouched.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cache
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -12,24 +21,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 M = TypeVar("M", bound=Message)
 _TIMESTAMP = Timestamp.DESCRIPTOR.full_name
-
-
-class Row(Protocol):
-    """What a message is filled from: an asyncpg Record or a decoded JSON object."""
-
-    def get(self, key: str, /) -> Any: ...
+Conversion = Callable[[Any], Any]
 
 
 def _prefix(enum: EnumDescriptor) -> str:
     """Enum values are the database label under the enum's prefix: co_organizer ->
     PARTICIPANT_ROLE_CO_ORGANIZER."""
     return enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
-
-
-def enum_number(enum: EnumDescriptor, label: str | None) -> int:
-    if label is None:
-        return 0
-    return enum.values_by_name[_prefix(enum) + label.upper()].number
 
 
 def enum_label(enum: EnumDescriptor, number: int) -> str | None:
@@ -39,53 +37,43 @@ def enum_label(enum: EnumDescriptor, number: int) -> str | None:
     return enum.values_by_number[number].name.removeprefix(_prefix(enum)).lower()
 
 
-def timestamp(value: datetime | str) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(datetime.fromisoformat(value) if isinstance(value, str) else value)
-    return ts
+@cache
+def _numbers(enum: EnumDescriptor) -> Mapping[str, int]:
+    prefix = _prefix(enum)
+    return {v.name.removeprefix(prefix).lower(): v.number for v in enum.values if v.number}
 
 
-def to_message(cls: type[M], row: Row) -> M:
-    """A message from a row or a JSON object, by field name; missing and null values stay unset."""
-    message = cls()
-    _fill(message, row)
-    return message
+def to_message(cls: type[M], row: Mapping[str, Any]) -> M:
+    """A message from a procedure's row; null columns stay unset."""
+    values = dict(row)
+    for name, convert in _conversions(cls.DESCRIPTOR):
+        value = values.get(name)
+        if value is not None:
+            values[name] = convert(value)
+    return cls(**values)
 
 
-def _fill(message: Message, row: Row) -> None:
-    for name, kind, sub in _plan(message.DESCRIPTOR):
-        value = row.get(name)
-        if value is None:
-            continue
-        if kind == "repeated_message":
-            for item in value:
-                _fill(getattr(message, name).add(), item)
-        elif kind == "repeated":
-            getattr(message, name).extend(str(v) for v in value)
-        elif kind == "timestamp":
-            getattr(message, name).CopyFrom(timestamp(value))
-        elif kind == "enum":
-            setattr(message, name, enum_number(sub, value))
-        elif kind == "string":
-            setattr(message, name, str(value))
-        else:
-            setattr(message, name, value)
+def _text_list(values: list[Any]) -> list[str]:
+    return [str(v) for v in values]
+
+
+def _datetime(value: datetime | str) -> datetime:
+    """A timestamp column, or one that travelled inside jsonb as ISO 8601 text."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 @cache
-def _plan(descriptor: Descriptor) -> tuple[tuple[str, str, Any], ...]:
-    """How to fill each field, worked out once per message type."""
-    plan = []
+def _conversions(descriptor: Descriptor) -> tuple[tuple[str, Conversion], ...]:
+    """The fields whose column values the constructor would not take as they come."""
+    plan: list[tuple[str, Conversion]] = []
     for f in descriptor.fields:
         if f.is_repeated:
-            kind = "repeated_message" if f.message_type is not None else "repeated"
+            if f.message_type is None:
+                plan.append((f.name, _text_list))  # uuid[] -> repeated string
         elif f.message_type is not None and f.message_type.full_name == _TIMESTAMP:
-            kind = "timestamp"
+            plan.append((f.name, _datetime))
         elif f.enum_type is not None:
-            kind = "enum"
+            plan.append((f.name, _numbers(f.enum_type).__getitem__))
         elif f.type == FieldDescriptor.TYPE_STRING:
-            kind = "string"
-        else:
-            kind = "scalar"
-        plan.append((f.name, kind, f.enum_type))
+            plan.append((f.name, str))  # uuid -> canonical text
     return tuple(plan)

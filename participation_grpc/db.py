@@ -41,11 +41,12 @@ class Limits:
 
 
 async def _learn_types(connection: asyncpg.Connection) -> None:
-    """Type work done once per connection rather than inside somebody's call: jsonb (lists,
-    keyset positions, bulk results) travels as Python objects, and uuid[], which asyncpg would
-    otherwise look up with two queries on first use, is known from the start."""
-    await connection.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps,
-                                    decoder=json.loads)
+    """Type work done once per connection rather than inside somebody's call: json and jsonb
+    (list items, keyset positions, bulk results) travel as Python objects, and uuid[], which
+    asyncpg would otherwise look up with two queries on first use, is known from the start."""
+    for kind in ("json", "jsonb"):
+        await connection.set_type_codec(kind, schema="pg_catalog", encoder=json.dumps,
+                                        decoder=json.loads)
     await connection.prepare("SELECT $1::uuid[]")
 
 

@@ -13,13 +13,13 @@ from google.protobuf.message import Message
 
 from participation_grpc.errors import invalid_argument
 
-MAX_PAGE_SIZE = 100
 
-
-def page_size(requested: int, default: int) -> int:
+def page_size(requested: int) -> int:
+    """The requested size, refused when negative. 0 (the default) and sizes above the maximum
+    are the procedures' to settle (activity.pa_page_size): the numbers live there only."""
     if requested < 0:
         raise invalid_argument("page_size", "must not be negative")
-    return min(requested or default, MAX_PAGE_SIZE)
+    return requested
 
 
 class PageTokens:

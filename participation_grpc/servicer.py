@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import cache
 from typing import Any, TypeVar
 
 import grpc
@@ -75,7 +76,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         status = enum_field(_STATUS, request.participation_status, "participation_status",
                             allowed=("registered", "cancelled"))
         role = enum_field(_ROLE, request.role, "role")
-        size, after, binding = self._paging(request, default_size=50)
+        size, after, binding = self._paging(request)
         page = await procedures.list_participants(self._db, activity_id, caller.user_id, status,
                                                   role, size, after)
         return self._page_reply(pb.ListParticipantsResponse, page, binding)
@@ -86,7 +87,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         user_id = optional_uuid(request.user_id, "user_id") or caller.user_id
         filter_ = enum_field(_FILTER, request.filter, "filter")
         status = enum_field(_STATUS, request.participation_status, "participation_status")
-        size, after, binding = self._paging(request, default_size=20)
+        size, after, binding = self._paging(request)
         page = await procedures.get_user_activities(self._db, user_id, caller.user_id, filter_,
                                                     status, size, after)
         return self._page_reply(pb.ListUserActivitiesResponse, page, binding)
@@ -129,7 +130,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
     async def ListPendingVerifications(self, request: pb.ListPendingVerificationsRequest,
                                        context: Context) -> pb.ListPendingVerificationsResponse:
         caller = current_caller.get()
-        size, after, binding = self._paging(request, default_size=20)
+        size, after, binding = self._paging(request)
         page = await procedures.get_pending_verifications(self._db, caller.user_id, size, after)
         return self._page_reply(pb.ListPendingVerificationsResponse, page, binding)
 
@@ -140,7 +141,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         invitees = bounded_list(request.user_ids, "user_ids", 50, "TOO_MANY_INVITATIONS")
         user_ids = unique_ids(invitees, "user_ids")
         message = max_length(request.message, "message", 1000)
-        hours = int_range(request.expires_in_hours, "expires_in_hours", 0, 168) or 72
+        hours = int_range(request.expires_in_hours, "expires_in_hours", 0, 168)  # 0: the default
         result = await procedures.send_invitations(self._db, activity_id, caller.user_id,
                                                    user_ids, message or None, hours)
         return to_message(pb.SendInvitationsResponse, result)
@@ -170,7 +171,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
                                       context: Context) -> pb.ListReceivedInvitationsResponse:
         caller = current_caller.get()
         status = enum_field(_INVITATION, request.status, "status")
-        size, after, binding = self._paging(request, default_size=20)
+        size, after, binding = self._paging(request)
         page = await procedures.get_received_invitations(self._db, caller.user_id, status,
                                                          size, after)
         return self._page_reply(pb.ListReceivedInvitationsResponse, page, binding)
@@ -180,7 +181,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         caller = current_caller.get()
         activity_id = optional_uuid(request.activity_id, "activity_id")
         status = enum_field(_INVITATION, request.status, "status")
-        size, after, binding = self._paging(request, default_size=20)
+        size, after, binding = self._paging(request)
         page = await procedures.get_sent_invitations(self._db, caller.user_id, activity_id,
                                                      status, size, after)
         return self._page_reply(pb.ListSentInvitationsResponse, page, binding)
@@ -189,7 +190,7 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
                            ) -> pb.ListWaitlistResponse:
         caller = current_caller.get()
         activity_id = uuid_field(request.activity_id, "activity_id")
-        size, after, binding = self._paging(request, default_size=50)
+        size, after, binding = self._paging(request)
         page = await procedures.get_waitlist(self._db, activity_id, caller.user_id, size, after)
         return self._page_reply(pb.ListWaitlistResponse, page, binding)
 
@@ -203,13 +204,19 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
             yield to_message(pb.ActivityEvent, event)
 
     def _page_reply(self, response: type[R], page: Page, binding: str) -> R:
-        """A list response: the rows in its one repeated field, then the paging fields."""
-        rows = next(f.name for f in response.DESCRIPTOR.fields if f.is_repeated)
-        return to_message(response, {rows: page.items, "total_size": page.total_size,
-                                     "next_page_token": self._tokens.encode(page.next_after, binding)})
+        """A list response: the page's items (already in their message's JSON shape) in its one
+        repeated field, then the paging fields."""
+        return response(**{_items_field(response): page.items, "total_size": page.total_size,
+                           "next_page_token": self._tokens.encode(page.next_after, binding)})
 
-    def _paging(self, request: Any, default_size: int) -> tuple[int, dict[str, Any] | None, str]:
-        """Page size, where to continue, and the binding any next token must carry."""
+    def _paging(self, request: Any) -> tuple[int, dict[str, Any] | None, str]:
+        """Page size (0: the list's default, decided by its procedure), where to continue, and
+        the binding any next token must carry."""
         binding = self._tokens.binding(current_caller.get().user_id, request)
-        return (page_size(request.page_size, default_size),
+        return (page_size(request.page_size),
                 self._tokens.decode(request.page_token, binding), binding)
+
+
+@cache
+def _items_field(response: type[Message]) -> str:
+    return next(f.name for f in response.DESCRIPTOR.fields if f.is_repeated)

@@ -25,6 +25,9 @@ that produced it: a token the service did not issue, or one replayed with
 different filters, is INVALID_ARGUMENT. `next_page_token` is empty on the
 last page; `total_size` counts every matching row. Pages are keyset-based,
 so rows added or removed between calls never make a page skip or repeat rows.
+A page costs its own rows, whatever the size of the activity: where a
+counter covers the list, `total_size` comes from it (each list's response
+says which); elsewhere it is a count of the matching rows.
 """
 
 from collections import abc as _abc
@@ -528,6 +531,10 @@ class ListParticipantsResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_size: _builtins.int
+    """Registered participants (all, or the MEMBER filter): from the activity's
+    counters, less the few users blocked with the caller. CANCELLED, and the
+    ORGANIZER and CO_ORGANIZER filters, have no counter: a count of the rows.
+    """
     @_builtins.property
     def participants(self) -> _containers.RepeatedCompositeFieldContainer[Global___Participant]: ...
     def __init__(
@@ -652,6 +659,7 @@ class ListUserActivitiesResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_size: _builtins.int
+    """No counter covers one user's list: a count of the matching rows."""
     @_builtins.property
     def activities(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserActivity]: ...
     def __init__(
@@ -1010,6 +1018,7 @@ class ListPendingVerificationsResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_size: _builtins.int
+    """No counter covers one user's list: a count of the matching rows."""
     @_builtins.property
     def activities(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingVerification]: ...
     def __init__(
@@ -1315,6 +1324,7 @@ class ListReceivedInvitationsResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_size: _builtins.int
+    """No counter covers one user's list: a count of the matching rows."""
     @_builtins.property
     def invitations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Invitation]: ...
     def __init__(
@@ -1371,6 +1381,7 @@ class ListSentInvitationsResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_size: _builtins.int
+    """No counter covers one user's list: a count of the matching rows."""
     @_builtins.property
     def invitations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Invitation]: ...
     def __init__(
@@ -1428,6 +1439,7 @@ class WaitlistEntry(_message.Message):
     first_name: _builtins.str
     profile_photo_url: _builtins.str
     position: _builtins.int
+    """1-based place in the queue (1 + the entries ahead, blocked users included)."""
     @_builtins.property
     def joined_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1457,6 +1469,7 @@ class ListWaitlistResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_size: _builtins.int
+    """From the activity's waitlist counter, less the users blocked with the caller."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitlistEntry]: ...
     def __init__(

@@ -25,6 +25,9 @@ that produced it: a token the service did not issue, or one replayed with
 different filters, is INVALID_ARGUMENT. `next_page_token` is empty on the
 last page; `total_size` counts every matching row. Pages are keyset-based,
 so rows added or removed between calls never make a page skip or repeat rows.
+A page costs its own rows, whatever the size of the activity: where a
+counter covers the list, `total_size` comes from it (each list's response
+says which); elsewhere it is a count of the matching rows.
 """
 
 from collections import abc as _abc

@@ -223,26 +223,48 @@ BEGIN
     END IF;
 END $$;
 
--- Shared by the list procedures: the opening of a keyset page. Sizes are validated by the
--- caller; this only guards direct calls from platform tools.
+-- Page sizes (contract 2), decided here only: 0 or NULL is the list's default (each list
+-- names it once, where it calls this), above 100 is 100. Python only refuses negative sizes.
 CREATE OR REPLACE FUNCTION activity.pa_page_size(p_page_size integer, p_default integer)
 RETURNS integer LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE WHEN p_page_size IS NULL OR p_page_size <= 0 THEN p_default
                 ELSE least(p_page_size, 100) END
 $$;
 
--- The tail every list shares. p_rows: the rows after the keyset position in page order, one
--- more than a page when more follow (LIMIT size + 1). Returns the page without the p_hidden
--- fields, and, when more follow, the p_key fields of its last row: where the next page starts.
-CREATE OR REPLACE FUNCTION activity.pa_page(p_total bigint, p_rows jsonb, p_size integer,
-                                            p_key text[], p_hidden text[] DEFAULT '{}')
-RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT p_total,
-           coalesce((SELECT jsonb_agg(r.value - p_hidden ORDER BY r.n)
-                     FROM jsonb_array_elements(p_rows) WITH ORDINALITY AS r(value, n)
-                     WHERE r.n <= p_size), '[]'::jsonb),
-           CASE WHEN jsonb_array_length(coalesce(p_rows, '[]'::jsonb)) > p_size THEN
-               (SELECT jsonb_object_agg(k, p_rows -> (p_size - 1) -> k) FROM unnest(p_key) AS k)
+-- List procedures run with plan_cache_mode = force_generic_plan: PL/pgSQL keeps planning a
+-- statement afresh on every call while a plan made for the call's values looks cheaper than
+-- the generic one, which the page queries always do (measured: the ListWaitlist page was
+-- planned on each of 300 calls, 0.29 ms of PostgreSQL CPU each time, for 0.33 ms of running
+-- it). Their statements are written for one plan that fits every call, whatever the page
+-- size: keyset bounds as row comparisons, filters as = ANY (array) rather than "p IS NULL OR
+-- column = p", and what is looked up per row of the page (the user, a block) in correlated
+-- subqueries (a block check as NOT EXISTS (... OFFSET 0), which PostgreSQL keeps per row),
+-- so that no generic plan can turn them into a hash join over a whole table (the generic
+-- ListWaitlist plan did: a sequential scan of users, 3 ms a page).
+--
+-- Lists end the same way: the rows after the keyset position in page order, numbered n, one
+-- more than a page when more follow (LIMIT size + 1). items is the page (n <= size), and
+-- next_after, when more follow, the keyset key of its last row (n = size): where the next page
+-- starts (the service seals it into the page token).
+--
+-- List items and bulk results are built as the JSON of their protobuf messages (field names,
+-- enum value names, timestamps as {seconds, nanos}), so the service hands each decoded object
+-- straight to the message's constructor instead of converting it field by field. They are
+-- `json`, not `jsonb`: text put together once, where jsonb would build and then print a tree
+-- (measured on a page of 50 participants: 420 us of PostgreSQL CPU against 670 us).
+-- Enum value names are the enum's prefix and the database label in capitals (buf's STANDARD
+-- naming): pa_pb_enum('PARTICIPANT_ROLE', 'co_organizer') = 'PARTICIPANT_ROLE_CO_ORGANIZER'.
+CREATE OR REPLACE FUNCTION activity.pa_pb_enum(p_enum text, p_label text)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_enum || '_' || upper(p_label)
+$$;
+
+-- STABLE, as extract() on a timestamptz is: a function declared IMMUTABLE over a STABLE one is
+-- never inlined, and ran as a function call per timestamp (102 per pair of list pages).
+CREATE OR REPLACE FUNCTION activity.pa_pb_timestamp(t timestamptz)
+RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN t IS NOT NULL THEN
+               json_build_object('seconds', floor(extract(epoch FROM t))::bigint,
+                                 'nanos', (extract(microseconds FROM t)::bigint % 1000000) * 1000)
            END
 $$;

@@ -107,21 +107,20 @@ END $$;
 
 -- Activities the caller attended, each with the attended participants the caller has not
 -- confirmed yet; never users blocked with the caller; activities with nobody left are left out.
--- Latest activity first.
+-- Latest activity first. One user's attended activities: counted, as no counter covers them.
 CREATE OR REPLACE FUNCTION activity.sp_get_pending_verifications(p_user_id uuid,
-    p_page_size integer DEFAULT 20, p_after jsonb DEFAULT NULL)
-RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
-LANGUAGE plpgsql STABLE AS $$
+    p_page_size integer DEFAULT NULL, p_after jsonb DEFAULT NULL,
+    OUT total_size bigint, OUT items json, OUT next_after jsonb)
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_size integer := activity.pa_page_size(p_page_size, 20);
 BEGIN
-    RETURN QUERY
     WITH matching AS (
         SELECT a.activity_id, a.title, a.scheduled_at,
-               jsonb_agg(jsonb_build_object('user_id', u.user_id, 'username', u.username,
-                                            'first_name', u.first_name,
-                                            'profile_photo_url', u.main_photo_url)
-                         ORDER BY o.joined_at, o.user_id) AS participants_to_confirm
+               json_agg(json_build_object('user_id', u.user_id, 'username', u.username,
+                                          'first_name', u.first_name,
+                                          'profile_photo_url', u.main_photo_url)
+                        ORDER BY o.joined_at, o.user_id) AS participants_to_confirm
         FROM activity.participants me
         JOIN activity.activities a ON a.activity_id = me.activity_id
         JOIN activity.participants o ON o.activity_id = me.activity_id AND o.user_id <> me.user_id
@@ -136,13 +135,24 @@ BEGIN
                           WHERE c.activity_id = me.activity_id AND c.confirmer_user_id = p_user_id
                             AND c.confirmed_user_id = o.user_id)
         GROUP BY a.activity_id
+    ), page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.scheduled_at DESC, m.activity_id DESC) AS n
+        FROM matching m
+        WHERE p_after IS NULL
+           OR (m.scheduled_at, m.activity_id) < ((p_after->>'scheduled_at')::timestamptz,
+                                                  (p_after->>'activity_id')::uuid)
+        ORDER BY m.scheduled_at DESC, m.activity_id DESC LIMIT v_size + 1
     )
-    SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
-        (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.scheduled_at DESC, pg.activity_id DESC) FROM (
-            SELECT * FROM matching m
-            WHERE p_after IS NULL
-               OR (m.scheduled_at, m.activity_id) < ((p_after->>'scheduled_at')::timestamptz,
-                                                      (p_after->>'activity_id')::uuid)
-            ORDER BY m.scheduled_at DESC, m.activity_id DESC LIMIT v_size + 1) pg),
-        v_size, ARRAY['scheduled_at', 'activity_id']);
+    SELECT (SELECT count(*) FROM matching),
+           coalesce(json_agg(item ORDER BY pg.n) FILTER (WHERE pg.n <= v_size), '[]'),
+           CASE WHEN count(*) > v_size THEN
+               (array_agg(jsonb_build_object('scheduled_at', pg.scheduled_at,
+                                             'activity_id', pg.activity_id))
+                FILTER (WHERE pg.n = v_size))[1]
+           END
+    INTO total_size, items, next_after
+    FROM page pg
+    CROSS JOIN LATERAL (
+        SELECT pg.activity_id, pg.title, activity.pa_pb_timestamp(pg.scheduled_at) AS scheduled_at,
+               pg.participants_to_confirm) item;
 END $$;

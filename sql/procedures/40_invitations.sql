@@ -2,19 +2,27 @@
 -- expired whether or not its row says so yet. Rows are never reused: a re-invitation is a new
 -- row, so the history of earlier ones stays as it was.
 
--- Every invitation as the API shows it (inlined by the planner, so filters reach the indexes).
+-- Every invitation as the API shows it (inlined by the planner, so filters reach the indexes),
+-- with `item`, its Invitation message as JSON (00_rules.sql: pa_pb_*).
 CREATE OR REPLACE FUNCTION activity.pa_invitations()
-RETURNS TABLE (invitation_id uuid, activity_id uuid, activity_title text,
-               activity_scheduled_at timestamptz, user_id uuid, username text,
-               invited_by_user_id uuid, invited_by_username text, status text, message text,
-               invited_at timestamptz, expires_at timestamptz, responded_at timestamptz)
+RETURNS TABLE (invitation_id uuid, activity_id uuid, user_id uuid, invited_by_user_id uuid,
+               status text, invited_at timestamptz, item json)
 LANGUAGE sql STABLE AS $$
-    SELECT i.invitation_id, i.activity_id, a.title, a.scheduled_at, i.user_id, u.username,
-           i.invited_by_user_id, b.username,
-           CASE WHEN i.status = 'pending' AND i.expires_at <= now() THEN 'expired'
-                ELSE i.status::text END,
-           i.message, i.invited_at, i.expires_at, i.responded_at
+    SELECT i.invitation_id, i.activity_id, i.user_id, i.invited_by_user_id, v.status,
+           i.invited_at,
+           json_build_object(
+               'invitation_id', i.invitation_id, 'activity_id', i.activity_id,
+               'activity_title', a.title,
+               'activity_scheduled_at', activity.pa_pb_timestamp(a.scheduled_at),
+               'user_id', i.user_id, 'username', u.username,
+               'invited_by_user_id', i.invited_by_user_id, 'invited_by_username', b.username,
+               'status', activity.pa_pb_enum('INVITATION_STATUS', v.status),
+               'message', i.message, 'invited_at', activity.pa_pb_timestamp(i.invited_at),
+               'expires_at', activity.pa_pb_timestamp(i.expires_at),
+               'responded_at', activity.pa_pb_timestamp(i.responded_at))
     FROM activity.activity_invitations i
+    CROSS JOIN LATERAL (SELECT CASE WHEN i.status = 'pending' AND i.expires_at <= now()
+                                    THEN 'expired' ELSE i.status::text END AS status) v
     JOIN activity.activities a ON a.activity_id = i.activity_id
     LEFT JOIN activity.users u ON u.user_id = i.user_id
     LEFT JOIN activity.users b ON b.user_id = i.invited_by_user_id
@@ -64,11 +72,12 @@ END $$;
 -- activity lock keeps two senders from both creating a pending invitation for the same user.
 CREATE OR REPLACE FUNCTION activity.sp_send_invitations(p_activity_id uuid, p_acting_user_id uuid,
     p_user_ids uuid[] DEFAULT '{}', p_message text DEFAULT NULL,
-    p_expires_in_hours integer DEFAULT 72)
-RETURNS TABLE (activity_id uuid, invitations jsonb, failures jsonb)
+    p_expires_in_hours integer DEFAULT NULL)
+RETURNS TABLE (activity_id uuid, invitations json, failures jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
     a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
+    v_hours integer := coalesce(nullif(p_expires_in_hours, 0), 72);  -- contract 2's default
     v_created uuid[] := '{}';
     v_failures jsonb := '[]';
     v_invitee uuid;
@@ -79,17 +88,17 @@ BEGIN
         v_reason := activity.pa_invitation_refusal(a, p_acting_user_id, v_invitee);
         IF v_reason IS NULL THEN
             v_created := v_created || activity.pa_invite(p_activity_id, p_acting_user_id, v_invitee,
-                                                         p_message, p_expires_in_hours);
+                                                         p_message, v_hours);
         ELSE
             v_failures := v_failures || jsonb_build_object('user_id', v_invitee, 'reason', v_reason);
         END IF;
     END LOOP;
-    RETURN QUERY
-    SELECT p_activity_id,
-           coalesce((SELECT jsonb_agg(to_jsonb(v) ORDER BY array_position(v_created, v.invitation_id))
-                     FROM activity.pa_invitations() v WHERE v.invitation_id = ANY (v_created)),
-                    '[]'::jsonb),
-           v_failures;
+    activity_id := p_activity_id;
+    invitations := coalesce((SELECT json_agg(v.item ORDER BY array_position(v_created, v.invitation_id))
+                             FROM activity.pa_invitations() v
+                             WHERE v.invitation_id = ANY (v_created)), '[]');
+    failures := v_failures;
+    RETURN NEXT;
 END $$;
 
 -- Sender, organizer and co-organizers manage an invitation.
@@ -212,11 +221,12 @@ END $$;
 -- One page of invitations received by p_invitee or sent by p_sender (the other one NULL),
 -- newest first. Invitations between users blocked with each other are left out, and so are
 -- those to activities the invitee can no longer see (contract 4.2: a draft again, or a block
--- with the organizer).
+-- with the organizer). One user's invitations: counted, as no counter covers them.
 CREATE OR REPLACE FUNCTION activity.pa_invitation_page(p_invitee uuid, p_sender uuid,
-    p_activity_id uuid, p_status text, p_page_size integer, p_after jsonb)
-RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
-LANGUAGE sql STABLE AS $$
+    p_activity_id uuid, p_status text, p_page_size integer, p_after jsonb,
+    OUT total_size bigint, OUT items json, OUT next_after jsonb)
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
     WITH matching AS (
         SELECT v.* FROM activity.pa_invitations() v
         WHERE (p_invitee IS NULL OR v.user_id = p_invitee)
@@ -228,30 +238,38 @@ LANGUAGE sql STABLE AS $$
           AND (p_invitee IS NULL
                OR activity.pa_can_see((SELECT a FROM activity.activities a
                                        WHERE a.activity_id = v.activity_id), p_invitee))
+    ), page AS (
+        SELECT m.*, row_number() OVER (ORDER BY m.invited_at DESC, m.invitation_id DESC) AS n
+        FROM matching m
+        WHERE p_after IS NULL
+           OR (m.invited_at, m.invitation_id) < ((p_after->>'invited_at')::timestamptz,
+                                                  (p_after->>'invitation_id')::uuid)
+        ORDER BY m.invited_at DESC, m.invitation_id DESC LIMIT p_page_size + 1
     )
-    SELECT * FROM activity.pa_page((SELECT count(*) FROM matching),
-        (SELECT jsonb_agg(to_jsonb(pg) ORDER BY pg.invited_at DESC, pg.invitation_id DESC) FROM (
-            SELECT * FROM matching m
-            WHERE p_after IS NULL
-               OR (m.invited_at, m.invitation_id) < ((p_after->>'invited_at')::timestamptz,
-                                                      (p_after->>'invitation_id')::uuid)
-            ORDER BY m.invited_at DESC, m.invitation_id DESC LIMIT p_page_size + 1) pg),
-        p_page_size, ARRAY['invited_at', 'invitation_id'])
-$$;
+    SELECT (SELECT count(*) FROM matching),
+           coalesce(json_agg(pg.item ORDER BY pg.n) FILTER (WHERE pg.n <= p_page_size), '[]'),
+           CASE WHEN count(*) > p_page_size THEN
+               (array_agg(jsonb_build_object('invited_at', pg.invited_at,
+                                             'invitation_id', pg.invitation_id))
+                FILTER (WHERE pg.n = p_page_size))[1]
+           END
+    INTO total_size, items, next_after
+    FROM page pg;
+END $$;
 
 -- Invitations addressed to the caller, CANCELLED and EXPIRED ones included unless filtered.
 CREATE OR REPLACE FUNCTION activity.sp_get_received_invitations(p_user_id uuid,
-    p_status text DEFAULT NULL, p_page_size integer DEFAULT 20, p_after jsonb DEFAULT NULL)
-RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+    p_status text DEFAULT NULL, p_page_size integer DEFAULT NULL, p_after jsonb DEFAULT NULL,
+    OUT total_size bigint, OUT items json, OUT next_after jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT * FROM activity.pa_invitation_page(p_user_id, NULL, NULL, p_status,
                                               activity.pa_page_size(p_page_size, 20), p_after)
 $$;
 
 CREATE OR REPLACE FUNCTION activity.sp_get_sent_invitations(p_user_id uuid,
-    p_activity_id uuid DEFAULT NULL, p_status text DEFAULT NULL, p_page_size integer DEFAULT 20,
-    p_after jsonb DEFAULT NULL)
-RETURNS TABLE (total_size bigint, items jsonb, next_after jsonb)
+    p_activity_id uuid DEFAULT NULL, p_status text DEFAULT NULL,
+    p_page_size integer DEFAULT NULL, p_after jsonb DEFAULT NULL,
+    OUT total_size bigint, OUT items json, OUT next_after jsonb)
 LANGUAGE sql STABLE AS $$
     SELECT * FROM activity.pa_invitation_page(NULL, p_user_id, p_activity_id, p_status,
                                               activity.pa_page_size(p_page_size, 20), p_after)
