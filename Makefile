@@ -9,7 +9,7 @@ AGAINST ?= HEAD~1
 # What mypy --strict checks (tests/ joins once they are clean).
 MYPY_PATHS := participation_grpc
 
-.PHONY: run gateway test lint breaking proto proto-check descriptor openapi migrate bench bench-rpc image
+.PHONY: run gateway test lint breaking proto proto-check descriptor openapi migrate bench bench-rpc bench-migrate image
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV) && $(PY) -m pip install -q --upgrade pip
@@ -53,6 +53,9 @@ migrate: $(STAMP)
 
 bench: $(STAMP)           ## the limiter, then the procedures alone (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
 	$(PY) bench/limiter.py && $(PY) bench/sql.py
+
+bench-migrate: $(STAMP)  ## migrate on a 200k-participant predecessor database while others read it
+	$(PY) bench/migrate.py
 
 bench-rpc: $(STAMP)      ## k6 load of the RPCs (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
 	$(PY) -m pip install -q -e '.[server,dev,bench]' && $(PY) bench/rpc.py

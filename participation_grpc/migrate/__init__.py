@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from importlib.resources.abc import Traversable
 
 import asyncpg
@@ -67,6 +68,7 @@ async def migrate(dsn: str, *, dry_run: bool = False, sql: Traversable = PACKAGE
                   patience: float = PATIENCE_SECONDS) -> Report:
     """Bring the database up to date; returns what was applied and repaired. Raises
     MigrationError (one line for the operator) when it refuses or a step fails."""
+    started = time.monotonic()
     source = Source.read(sql)
     # No statement cache: the repairs replace one temporary function under the same name.
     conn = await asyncpg.connect(dsn, statement_cache_size=0,
@@ -93,6 +95,7 @@ async def migrate(dsn: str, *, dry_run: bool = False, sql: Traversable = PACKAGE
         finally:
             if dry_run:
                 await outer.rollback()
+        report.seconds = time.monotonic() - started
         return report
     finally:
         await conn.close()  # closing the session releases the advisory lock
@@ -115,6 +118,7 @@ async def _apply_migrations(steps: Steps, source: Source, done: dict[str, str],
     for name, text in source.migrations:
         if name in done:
             continue
+        started = time.monotonic()
         preparation = PREPARATIONS.get(name)
         if preparation:
             await preparation.before(steps, report)
@@ -127,7 +131,7 @@ async def _apply_migrations(steps: Steps, source: Source, done: dict[str, str],
         await steps.transaction(f"migration {name}", apply)
         if preparation and preparation.after:
             await preparation.after(steps, report)
-        log.info("applied migration %s", name)
+        log.info("applied migration %s (%.1f s)", name, time.monotonic() - started)
         report.applied.append(name)
 
 
@@ -139,8 +143,9 @@ async def _apply_procedures(steps: Steps, source: Source, report: Report) -> Non
         await conn.execute(source.procedures)
         await conn.execute(_RECORD, checks.PROCEDURES_VERSION, source.procedures_checksum)
 
+    started = time.monotonic()
     await steps.transaction("procedures", apply)
-    log.info("applied %d procedures", len(names))
+    log.info("applied %d procedures (%.1f s)", len(names), time.monotonic() - started)
     report.applied.append(checks.PROCEDURES_VERSION)
 
 
@@ -157,8 +162,10 @@ async def _repair(steps: Steps, source: Source, report: Report) -> None:
         await conn.execute("DROP FUNCTION IF EXISTS pg_temp.repair()")
         return found
 
+    started = time.monotonic()
     for row in await steps.transaction("repairs", run):
         report.add(row["kind"], row["id"], changed=row["changed"])
+    log.info("repairs done (%.1f s)", time.monotonic() - started)
 
 
 # reconcile's kinds of fix, as the report names them, and how it shows before -> after.
@@ -176,9 +183,12 @@ _RECONCILED = {
 async def _reconcile(conn: asyncpg.Connection, report: Report) -> None:
     """After the repairs, which correct the rows but leave the counters to this: the procedures
     trust the counters, so they must match the rows before the service serves."""
-    for fix in await reconcile(conn):
+    started = time.monotonic()
+    fixes = await reconcile(conn)
+    for fix in fixes:
         label, unit = _RECONCILED.get(fix.kind, (fix.kind, fix.kind))
         report.add(label, f"{fix.activity_id} ({unit} {fix.before} -> {fix.after})")
+    log.info("reconcile: %d fixes (%.1f s)", len(fixes), time.monotonic() - started)
 
 
 def _sql_name_array(names: list[str]) -> str:

@@ -5,8 +5,8 @@ an applied migration never changes (its checksum is checked). On those tables th
 ACCESS EXCLUSIVE locks while renumbering, backfilling and validating hundreds of thousands of
 rows, and they trip over the predecessor's NULL waitlist ids (0002's renumbering and 0004's
 backfill both join on the id, skip those rows, and 0004 then fails on SET NOT NULL). So before
-each of them runs, the same end state is reached here in small steps (steps.py), and the
-migration then finds its work done: every statement of it is a no-op or a catalog change.
+each of them runs, its long work is done here in small steps (steps.py), or made unnecessary,
+and the migration then finds it done: every statement of it is a no-op or a catalog change.
 
 A preparation runs only while its migration is pending, and only where the predecessor's table
 exists (on a new database the migration creates the table itself). Each one is idempotent: if
@@ -122,29 +122,17 @@ async def before_service_tables(steps: Steps, report: Report) -> None:
 
 
 async def before_queue_order(steps: Steps, report: Report) -> None:
-    """0004's queued_seq: added, filled in queue order in batches, and proven NOT NULL. Also the
-    ids, for a database that an earlier migrate left with 0002 applied and 0004 failed."""
+    """0004 adds queued_seq, numbers every entry in queue order and makes it NOT NULL, all under
+    one ACCESS EXCLUSIVE lock; 0007 drops the column again, in the same run and before any
+    procedure that reads it is installed (migrations apply in order, so while 0004 is pending
+    0007 is too). So the column is added here with a constant default, which writes no row
+    (PostgreSQL keeps the value in the catalog), and 0004 finds nothing to number. The ids
+    first, for a database an earlier migrate left with 0002 applied and 0004 failed."""
     if not await steps.exists(WAITLIST):
         return
     await fill_waitlist_ids(steps, report)
-    await steps.execute("adding queued_seq",
-                        f"ALTER TABLE {WAITLIST} ADD COLUMN IF NOT EXISTS queued_seq bigint")
-    # Each batch numbers the next rows in 0004's global order after the highest number so far.
-    await steps.batches("numbering the queue", f"""
-        WITH next AS (
-            SELECT w.ctid AS row_id,
-                   (SELECT coalesce(max(queued_seq), 0) FROM {WAITLIST})
-                   + row_number() OVER (ORDER BY w.activity_id, w.position, w.created_at,
-                                                 w.waitlist_id) AS seq
-            FROM {WAITLIST} w WHERE w.queued_seq IS NULL
-            ORDER BY w.activity_id, w.position, w.created_at, w.waitlist_id LIMIT {_BATCH})
-        UPDATE {WAITLIST} w SET queued_seq = next.seq FROM next WHERE w.ctid = next.row_id
-        RETURNING w.queued_seq""")
-    await _make_not_null_cheap(steps, "queued_seq")
-
-
-async def after_queue_order(steps: Steps, report: Report) -> None:
-    await _drop_not_null_check(steps, "queued_seq")
+    await steps.execute("adding queued_seq", f"ALTER TABLE {WAITLIST} "
+                                             "ADD COLUMN IF NOT EXISTS queued_seq bigint NOT NULL DEFAULT 0")
 
 
 async def before_waitlist_key(steps: Steps, report: Report) -> None:
@@ -161,6 +149,6 @@ async def after_waitlist_key(steps: Steps, report: Report) -> None:
 
 PREPARATIONS = {
     "0002_service_tables.sql": Preparation(before_service_tables),
-    "0004_waitlist_queue_order.sql": Preparation(before_queue_order, after_queue_order),
+    "0004_waitlist_queue_order.sql": Preparation(before_queue_order),
     "0011_waitlist_key.sql": Preparation(before_waitlist_key, after_waitlist_key),
 }

@@ -29,6 +29,7 @@ class Report:
     dry_run: bool = False
     applied: list[str] = field(default_factory=list)
     kinds: dict[str, Kind] = field(default_factory=dict)
+    seconds: float = 0.0
 
     def add(self, label: str, ident: str, *, changed: bool = True) -> None:
         self.kinds.setdefault(label, Kind(label, changed)).ids.append(ident)
@@ -57,5 +58,8 @@ class Report:
             lines.append("found and left as they are:")
             lines += [k.line() for k in self.left_as_is]
         if self.dry_run:
-            lines.append("dry run: everything above was rolled back, nothing was changed")
+            lines.append(f"dry run ({self.seconds:.1f} s): everything above was rolled back, "
+                         "nothing was changed")
+        else:
+            lines.append(f"done in {self.seconds:.1f} s")
         return "\n".join(lines)
