@@ -51,8 +51,8 @@ openapi: $(STAMP) descriptor   ## build/openapi.json: the REST surface (every go
 migrate: $(STAMP)
 	$(VENV)/bin/participation-grpc migrate
 
-bench: $(STAMP)           ## the limiter, then the procedures alone (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
-	$(PY) bench/limiter.py && $(PY) bench/sql.py
+bench: $(STAMP)           ## the limiter, the procedures alone, the events' cost (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
+	$(PY) bench/limiter.py && $(PY) bench/sql.py && $(PY) bench/events.py
 
 bench-migrate: $(STAMP)  ## migrate on a 200k-participant predecessor database while others read it
 	$(PY) bench/migrate.py

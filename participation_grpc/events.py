@@ -23,7 +23,7 @@ class Events:
         self.relay: Relay | None = None
         if settings.events_stream is not None and settings.relay_redis_url is not None:
             self.relay = Relay(settings.database_url, settings.relay_redis_url,
-                               settings.events_stream, self.listener,
+                               settings.events_stream,
                                election_seconds=settings.relay_election_seconds,
                                poll_seconds=settings.events_poll_seconds)
 

@@ -1,9 +1,11 @@
 """One LISTEN connection per process, outside the pool, waking this process's event readers.
 
-A notification only wakes readers; the table is the truth. So the listener also asks, every
-poll interval, for the last sequence of each activity someone here watches, and wakes the
-readers of those that moved: a notification lost (the connection dropped, a reconnect) delays
-an event by at most that interval. The same query doubles as the connection's liveness check.
+Writers notify only activities some process holds a lease on (a NOTIFY serialises commits
+cluster-wide): every poll interval the listener renews the leases of the activities watched
+here. A notification only wakes readers; the table is the truth. So the same poll also reads
+the last sequence of each watched activity and wakes the readers of those that moved: a lost
+notification (a reconnect, a lease not yet seen) delays an event by at most that interval. The
+poll doubles as the connection's liveness check.
 """
 
 from __future__ import annotations
@@ -22,17 +24,22 @@ from participation_grpc import outbox
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 5.0
-ANY_ACTIVITY = None  # subscribe(ANY_ACTIVITY): woken for every activity (the relay)
+# A lease outlives this many missed polls; an activity nobody watches any more goes on notifying
+# for as long, which costs only its writers.
+LEASE_POLLS = 10
 
 
 class EventListener:
     def __init__(self, dsn: str, poll_seconds: float = 1.0) -> None:
         self._dsn = dsn
         self._poll_seconds = poll_seconds
-        self._readers: dict[uuid.UUID | None, set[asyncio.Event]] = {}
+        self.id = uuid.uuid4()  # names this process's leases
+        self.lease_seconds = max(poll_seconds * LEASE_POLLS, 5.0)
+        self._readers: dict[uuid.UUID, set[asyncio.Event]] = {}
         self._heads: dict[uuid.UUID, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        self.polls = 0  # polls done, for tests that wait for the next one
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -44,9 +51,10 @@ class EventListener:
                 await self._task
 
     @contextlib.contextmanager
-    def subscribe(self, activity_id: uuid.UUID | None) -> Iterator[asyncio.Event]:
-        """An event set whenever activity_id (or any, for ANY_ACTIVITY) may have new events.
-        Clear it before reading, so that a change during the read wakes the reader again."""
+    def subscribe(self, activity_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        """An event set whenever activity_id may have new events. Clear it before reading, so
+        that a change during the read wakes the reader again. The caller takes the first lease
+        itself (outbox.lease) when it cannot wait for the next poll."""
         wake = asyncio.Event()
         self._readers.setdefault(activity_id, set()).add(wake)
         try:
@@ -56,8 +64,7 @@ class EventListener:
             readers.discard(wake)
             if not readers:
                 del self._readers[activity_id]
-                if activity_id is not None:
-                    self._heads.pop(activity_id, None)
+                self._heads.pop(activity_id, None)
 
     async def _run(self) -> None:
         down_logged = False
@@ -82,17 +89,23 @@ class EventListener:
                 conn.terminate()
 
     async def _listen(self, conn: asyncpg.Connection) -> None:
+        closed = asyncio.Event()  # set by asyncpg the moment the connection goes
+        conn.add_termination_listener(lambda _conn: closed.set())
         await conn.add_listener(outbox.CHANNEL, self._notified)
         self.connected.set()
         self._wake_all()  # whatever committed while nobody here was listening
-        while not conn.is_closed():
+        while not closed.is_set():
             await self._poll(conn)
-            await asyncio.sleep(self._poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), self._poll_seconds)
         raise ConnectionResetError("the listener's connection closed")
 
     async def _poll(self, conn: asyncpg.Connection) -> None:
-        watched = [a for a in self._readers if a is not None]
-        heads = await outbox.heads(_Timed(conn, self._poll_seconds * 5), watched)
+        watched = list(self._readers)
+        timed = _Timed(conn, self._poll_seconds * 5)
+        await outbox.leases(timed, self.id, watched, self.lease_seconds)
+        heads = await outbox.heads(timed, watched)
+        self.polls += 1
         for activity_id, head in heads.items():
             if self._heads.get(activity_id) != head:
                 self._heads[activity_id] = head
@@ -106,9 +119,8 @@ class EventListener:
         self._wake(activity_id)
 
     def _wake(self, activity_id: uuid.UUID) -> None:
-        for key in (activity_id, ANY_ACTIVITY):
-            for wake in self._readers.get(key, ()):
-                wake.set()
+        for wake in self._readers.get(activity_id, ()):
+            wake.set()
 
     def _wake_all(self) -> None:
         for readers in self._readers.values():

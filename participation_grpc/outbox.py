@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-# pa_event notifies this channel with the activity id; nothing else is sent on it.
+# pa_event notifies this channel with the activity id, for activities a process holds a lease
+# on (pa_watch_lease); nothing else is sent on it.
 CHANNEL = "participation_events"
 
 
@@ -40,6 +41,20 @@ async def read_events(db: Queries, activity_id: UUID, user_id: UUID, after_seque
     row = await db.fetchrow("SELECT * FROM activity.sp_get_activity_events($1, $2, $3, $4)",
                             activity_id, user_id, after_sequence, limit)
     return EventPage(row["events"], row["last_sequence"], row["read_count"] >= limit)
+
+
+async def lease(db: Queries, activity_id: UUID, listener_id: UUID,
+                seconds: float) -> None:
+    """Tells writers that listener_id's process watches the activity (so they notify it)."""
+    await db.fetchrow("SELECT activity.pa_watch_lease($1, $2, $3)", activity_id, listener_id,
+                      seconds)
+
+
+async def leases(db: Queries, listener_id: UUID, activity_ids: list[UUID],
+                 seconds: float) -> None:
+    """Renews listener_id's leases on these activities (others run out by themselves)."""
+    await db.fetchrow("SELECT activity.pa_watch_leases($1, $2, $3)", listener_id, activity_ids,
+                      seconds)
 
 
 async def heads(db: Queries, activity_ids: list[UUID]) -> dict[UUID, int]:

@@ -27,7 +27,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from participation_grpc import metrics
-from participation_grpc.listener import ANY_ACTIVITY, EventListener
 
 log = logging.getLogger(__name__)
 LOCK_KEY = 7061727469636921
@@ -40,12 +39,10 @@ _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutErr
 
 
 class Relay:
-    def __init__(self, dsn: str, redis_url: str, stream: str, listener: EventListener,
-                 election_seconds: float = 2.0, poll_seconds: float = 1.0,
-                 redis_timeout_seconds: float = 2.0) -> None:
+    def __init__(self, dsn: str, redis_url: str, stream: str, election_seconds: float = 2.0,
+                 poll_seconds: float = 1.0, redis_timeout_seconds: float = 2.0) -> None:
         self._dsn = dsn
         self._stream = stream
-        self._listener = listener
         self._election_seconds = election_seconds
         self._poll_seconds = poll_seconds
         self._redis = Redis.from_url(redis_url, socket_timeout=redis_timeout_seconds,
@@ -108,23 +105,22 @@ class Relay:
         return False
 
     async def _lead(self, conn: asyncpg.Connection) -> None:
-        with self._listener.subscribe(ANY_ACTIVITY) as wake:
-            while True:
-                wake.clear()
-                try:
-                    full = await self.relay_batch(conn)
-                except RedisError as exc:
-                    if not self._redis_down:
-                        log.warning("Redis unreachable (%s); events wait in the outbox", exc)
-                        self._redis_down = True
-                    await asyncio.sleep(self._poll_seconds)
-                    continue
-                if self._redis_down:
-                    log.info("Redis answers again; relaying the events that waited")
-                    self._redis_down = False
-                if not full:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), self._poll_seconds)
+        """Batch after batch; after one that was not full, the next poll. (No notifications:
+        writers send them only for activities someone watches.)"""
+        while True:
+            try:
+                full = await self.relay_batch(conn)
+            except RedisError as exc:
+                if not self._redis_down:
+                    log.warning("Redis unreachable (%s); events wait in the outbox", exc)
+                    self._redis_down = True
+                await asyncio.sleep(self._poll_seconds)
+                continue
+            if self._redis_down:
+                log.info("Redis answers again; relaying the events that waited")
+                self._redis_down = False
+            if not full:
+                await asyncio.sleep(self._poll_seconds)
 
     async def relay_batch(self, conn: asyncpg.Connection) -> bool:
         """Relays one batch; True when it was full (more may be waiting)."""

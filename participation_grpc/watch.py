@@ -42,7 +42,9 @@ class Watchers:
         """The events of the activity after `after_sequence` (None: from now on), then live
         ones, until the caller goes away, loses the right to watch, or the server stops."""
         with self._slot(user_id), self._listener.subscribe(activity_id) as wake:
-            # Subscribed first: a change committed while the stream opens still wakes it.
+            # Subscribed and leased first: a change committed while the stream opens wakes it.
+            await outbox.lease(self._db, activity_id, self._listener.id,
+                               self._listener.lease_seconds)
             cursor = await outbox.open_watch(self._db, activity_id, user_id, after_sequence)
             while True:
                 wake.clear()

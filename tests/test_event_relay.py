@@ -17,7 +17,6 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from participation_grpc.listener import EventListener
 from participation_grpc.relay import Relay
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import serving, test_settings
@@ -89,20 +88,12 @@ async def shared_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
     await client.aclose()
 
 
-@pytest.fixture
-async def listener(database_url: str) -> AsyncIterator[EventListener]:
-    started = EventListener(database_url, poll_seconds=0.2)
-    started.start()
-    yield started
-    await started.stop()
-
-
 async def test_relay_never_skips_an_event_that_commits_after_a_later_numbered_one(
-        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        database_url: str, conns: list[asyncpg.Connection],
         shared_redis: tuple[aioredis.Redis, str]) -> None:
     slow, fast, relay_conn = conns
     client, stream = shared_redis
-    relay = Relay(database_url, redis_url(), stream, listener)
+    relay = Relay(database_url, redis_url(), stream)
     first, second = uuid.uuid4(), uuid.uuid4()
     try:
         late = slow.transaction()
@@ -124,14 +115,14 @@ async def test_relay_never_skips_an_event_that_commits_after_a_later_numbered_on
 
 
 async def test_relay_waits_for_a_transaction_newer_than_its_snapshot_knows(
-        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        database_url: str, conns: list[asyncpg.Connection],
         shared_redis: tuple[aioredis.Redis, str]) -> None:
     """The younger transaction (higher xid) draws the lower event id and commits last: a
     snapshot lists running xids only below its xmax, so the cursor must count every xid from
     there on as still running."""
     older_conn, younger_conn, relay_conn = conns
     client, stream = shared_redis
-    relay = Relay(database_url, redis_url(), stream, listener)
+    relay = Relay(database_url, redis_url(), stream)
     try:
         older, younger = older_conn.transaction(), younger_conn.transaction()
         await older.start()
@@ -156,11 +147,11 @@ async def pending(conn: asyncpg.Connection, xact: int) -> bool:
 
 
 async def test_relay_forgets_transactions_that_rolled_back(
-        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        database_url: str, conns: list[asyncpg.Connection],
         shared_redis: tuple[aioredis.Redis, str]) -> None:
     doomed_conn, writer, relay_conn = conns
     client, stream = shared_redis
-    relay = Relay(database_url, redis_url(), stream, listener)
+    relay = Relay(database_url, redis_url(), stream)
     try:
         doomed = doomed_conn.transaction()
         await doomed.start()
@@ -179,11 +170,11 @@ async def test_relay_forgets_transactions_that_rolled_back(
 
 
 async def test_relay_carries_the_contract_fields(
-        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        database_url: str, conns: list[asyncpg.Connection],
         shared_redis: tuple[aioredis.Redis, str]) -> None:
     writer, _, relay_conn = conns
     client, stream = shared_redis
-    relay = Relay(database_url, redis_url(), stream, listener)
+    relay = Relay(database_url, redis_url(), stream)
     activity, user = uuid.uuid4(), uuid.uuid4()
     try:
         await writer.execute("SELECT activity.pa_event($1, 'waitlisted', $2, $2, $3::jsonb)",
@@ -205,12 +196,12 @@ async def test_relay_carries_the_contract_fields(
 
 
 async def test_concurrent_writers_reach_the_stream_once_each_in_sequence_order(
-        database_url: str, listener: EventListener,
+        database_url: str,
         shared_redis: tuple[aioredis.Redis, str]) -> None:
     """Writers on a few activities whose transactions overlap and commit in every order, while
     the relay keeps reading: each event arrives once, per activity as 1, 2, 3, ..."""
     client, stream = shared_redis
-    relay = Relay(database_url, redis_url(), stream, listener)
+    relay = Relay(database_url, redis_url(), stream)
     activities = [uuid.uuid4() for _ in range(4)]
     rng = random.Random(11)
     pool = await asyncpg.create_pool(database_url, min_size=8, max_size=8)
@@ -260,11 +251,11 @@ async def outbox_backlog(conn: asyncpg.Connection) -> int:
 
 
 async def test_events_wait_in_the_outbox_while_redis_is_down(
-        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        database_url: str, conns: list[asyncpg.Connection],
         private_redis: RedisServer) -> None:
     writer = conns[0]
     stream = "participation.events"
-    relay = Relay(database_url, private_redis.url, stream, listener, election_seconds=0.1,
+    relay = Relay(database_url, private_redis.url, stream, election_seconds=0.1,
                   poll_seconds=0.1, redis_timeout_seconds=0.5)
     client = aioredis.Redis.from_url(private_redis.url)
     activity = uuid.uuid4()
@@ -306,13 +297,10 @@ async def test_events_wait_in_the_outbox_while_redis_is_down(
 
 RELAYER = """
 import asyncio, sys
-from participation_grpc.listener import EventListener
 from participation_grpc.relay import Relay
 
 async def main(dsn, url, stream):
-    listener = EventListener(dsn, poll_seconds=0.1)
-    listener.start()
-    relay = Relay(dsn, url, stream, listener, poll_seconds=0.1)
+    relay = Relay(dsn, url, stream, poll_seconds=0.1)
     relay.start()
     await relay.leading.wait()
     print("leading", flush=True)
@@ -323,7 +311,7 @@ asyncio.run(main(*sys.argv[1:]))
 
 
 async def test_a_killed_relayer_is_replaced_and_nothing_is_lost(
-        database_url: str, conns: list[asyncpg.Connection], listener: EventListener,
+        database_url: str, conns: list[asyncpg.Connection],
         shared_redis: tuple[aioredis.Redis, str]) -> None:
     writer = conns[0]
     client, stream = shared_redis
@@ -332,8 +320,7 @@ async def test_a_killed_relayer_is_replaced_and_nothing_is_lost(
         stdout=asyncio.subprocess.PIPE)
     assert first.stdout is not None
     assert (await asyncio.wait_for(first.stdout.readline(), DEADLINE_SECONDS)) == b"leading\n"
-    standby = Relay(database_url, redis_url(), stream, listener, election_seconds=0.1,
-                    poll_seconds=0.1)
+    standby = Relay(database_url, redis_url(), stream, election_seconds=0.1, poll_seconds=0.1)
     standby.start()
     activities = [uuid.uuid4() for _ in range(3)]
     written = 0

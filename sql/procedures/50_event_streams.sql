@@ -82,6 +82,30 @@ BEGIN
     RETURN QUERY SELECT v_events, coalesce(v_last, p_after_sequence), v_count;
 END $$;
 
+-- Process p_listener_id watches these activities for p_seconds more (renewed every poll). A
+-- lease it stops renewing runs out by itself: the poll never deletes one, since its list may
+-- be older than a lease a stream has just taken. Leases that ran out a minute ago go.
+CREATE OR REPLACE FUNCTION activity.pa_watch_leases(p_listener_id uuid, p_activity_ids uuid[],
+                                                    p_seconds double precision)
+RETURNS void LANGUAGE sql AS $$
+    DELETE FROM activity.participation_event_watchers w
+    WHERE w.expires_at < now() - interval '1 minute';
+    INSERT INTO activity.participation_event_watchers AS w (activity_id, listener_id, expires_at)
+    SELECT a, p_listener_id, now() + make_interval(secs => p_seconds)
+    FROM unnest(p_activity_ids) AS a
+    ON CONFLICT (activity_id, listener_id) DO UPDATE SET expires_at = EXCLUDED.expires_at;
+$$;
+
+-- One more activity watched by p_listener_id, at once (a stream opening), without waiting for
+-- the next poll.
+CREATE OR REPLACE FUNCTION activity.pa_watch_lease(p_activity_id uuid, p_listener_id uuid,
+                                                   p_seconds double precision)
+RETURNS void LANGUAGE sql AS $$
+    INSERT INTO activity.participation_event_watchers AS w (activity_id, listener_id, expires_at)
+    VALUES (p_activity_id, p_listener_id, now() + make_interval(secs => p_seconds))
+    ON CONFLICT (activity_id, listener_id) DO UPDATE SET expires_at = EXCLUDED.expires_at;
+$$;
+
 -- The last sequence of each of p_activity_ids that has events: how a process that missed a
 -- notification finds out which of its streams have something new.
 CREATE OR REPLACE FUNCTION activity.pa_event_heads(p_activity_ids uuid[])
