@@ -13,6 +13,9 @@ DEMO_SQL = files("participation_grpc.sql") / "demo.sql"
 DEMO_USER_ID = uuid.UUID("10000000-0000-4000-8000-000000000001")
 DEMO_USERNAME = "demo"
 SUNDAY_RUN_ID = uuid.UUID("a0000000-0000-4000-8000-000000000001")  # public, seats free
+# Demo organizes it (so may watch it); full, so finn's join lands on its waitlist.
+SATURDAY_HIKE_ID = uuid.UUID("a0000000-0000-4000-8000-000000000011")
+FINN_USER_ID = uuid.UUID("10000000-0000-4000-8000-000000000009")
 
 
 async def load_demo(dsn: str) -> None:

@@ -15,7 +15,14 @@ import asyncpg
 
 from participation_grpc.app import serve
 from participation_grpc.auth import mint_token
-from participation_grpc.demo import DEMO_USER_ID, DEMO_USERNAME, SUNDAY_RUN_ID, load_demo
+from participation_grpc.demo import (
+    DEMO_USER_ID,
+    DEMO_USERNAME,
+    FINN_USER_ID,
+    SATURDAY_HIKE_ID,
+    SUNDAY_RUN_ID,
+    load_demo,
+)
 from participation_grpc.migrate import migrate
 from participation_grpc.settings import Settings
 
@@ -26,6 +33,7 @@ log = logging.getLogger(__name__)
 DATABASE = "participation"
 TOKEN_TTL_SECONDS = 12 * 3600
 JOIN = "participation.v1.ParticipationService/JoinActivity"
+WATCH = "participation.v1.ParticipationService/WatchActivity"
 
 
 async def run_dev(settings: Settings) -> int:
@@ -104,6 +112,14 @@ def _banner(settings: Settings, app: App, server: object | None) -> None:
             "Join a demo activity:",
             f"  {grpcurl} -plaintext -H \"authorization: Bearer {token}\" "
             f"-d '{{\"activity_id\":\"{SUNDAY_RUN_ID}\"}}' {address} {JOIN}",
+            "",
+            "Watch demo's Saturday hike (demo organizes it; events arrive as they commit)...",
+            f"  {grpcurl} -plaintext -H \"authorization: Bearer {token}\" "
+            f"-d '{{\"activity_id\":\"{SATURDAY_HIKE_ID}\"}}' {address} {WATCH}",
+            "...and in another shell let finn join it (WAITLISTED at 3 shows up in the first):",
+            f"  {grpcurl} -plaintext -H \"authorization: Bearer "
+            f"{mint_token(settings, FINN_USER_ID, TOKEN_TTL_SECONDS)}\" "
+            f"-d '{{\"activity_id\":\"{SATURDAY_HIKE_ID}\"}}' {address} {JOIN}",
         ]
     else:
         lines.append(f"  JWT_ALGORITHM={settings.jwt_algorithm}: no development token "

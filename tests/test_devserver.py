@@ -7,11 +7,18 @@ import json
 import os
 import shlex
 import signal
+from typing import Any
 
 import asyncpg
 import pytest
 
-from participation_grpc.demo import DEMO_USER_ID, SUNDAY_RUN_ID, load_demo
+from participation_grpc.demo import (
+    DEMO_USER_ID,
+    FINN_USER_ID,
+    SATURDAY_HIKE_ID,
+    SUNDAY_RUN_ID,
+    load_demo,
+)
 from participation_grpc.devserver import run_dev
 from participation_grpc.settings import Settings
 
@@ -111,6 +118,11 @@ async def test_dev_prints_a_join_command_that_works(
         assert reply["activity_id"] == str(SUNDAY_RUN_ID)
         assert reply["user_id"] == str(DEMO_USER_ID)
         assert reply["participation_status"] == "PARTICIPATION_STATUS_REGISTERED"
+        watch, finn_joins = (line.strip() for line in printed.splitlines()
+                             if str(SATURDAY_HIKE_ID) in line)
+        event = await _watched_while_joining(database_url, watch, finn_joins)
+        assert (event["event_type"], event["user_id"], event["waitlist_position"]) == (
+            "PARTICIPATION_EVENT_TYPE_WAITLISTED", str(FINN_USER_ID), 3)
         os.kill(os.getpid(), signal.SIGTERM)  # caught by the server's handler: a clean stop
         assert await asyncio.wait_for(dev, 30) == 0
     finally:
@@ -118,3 +130,33 @@ async def test_dev_prints_a_join_command_that_works(
             dev.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+async def _watched_while_joining(database_url: str, watch: str, join: str) -> dict[str, Any]:
+    """Runs the printed watch command, then (once its stream reads) the printed join; returns
+    the first event grpcurl prints."""
+    watcher = await asyncio.create_subprocess_exec(*shlex.split(watch),
+                                                   stdout=asyncio.subprocess.PIPE)
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(600):  # a condition, not a delay: the stream's first read has run
+            if await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid() AND query LIKE '%sp_get_activity_events%'"):
+                break
+            await asyncio.sleep(0.05)
+        joining = await asyncio.create_subprocess_exec(*shlex.split(join),
+                                                       stdout=asyncio.subprocess.DEVNULL)
+        assert await joining.wait() == 0
+        assert watcher.stdout is not None
+        printed = ""
+        while True:  # grpcurl prints each message as an indented JSON object
+            line = (await asyncio.wait_for(watcher.stdout.readline(), 60)).decode()
+            assert line, "grpcurl's stream ended"
+            printed += line
+            if line == "}\n":
+                return json.loads(printed)  # type: ignore[no-any-return]
+    finally:
+        watcher.kill()
+        await watcher.wait()
+        await conn.close()
