@@ -248,3 +248,26 @@ async def test_grpc_web_call_goes_through_the_same_gateway(gateway: Gateway) -> 
     joined = pb.JoinActivityResponse.FromString(messages[0])
     assert joined.participation_status == pb.PARTICIPATION_STATUS_REGISTERED
     assert joined.user_id == str(user)
+
+
+def _first_lines(url: str, token: str, count: int) -> tuple[int, str, list[str]]:
+    """The first `count` lines of a REST stream (then the connection is dropped)."""
+    req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, resp.headers["content-type"], [resp.readline().decode()
+                                                           for _ in range(count)]
+
+
+async def test_rest_watch_streams_events_as_json_lines(gateway: Gateway) -> None:
+    organizer, activity = await _activity(gateway)
+    users = [await gateway.seed.user() for _ in range(2)]
+    for user in users:
+        assert (await gateway.rest("POST", f"/v1/activities/{activity}:join", user, {})).status == 200
+    url = f"{gateway.url}/v1/activities/{activity}/events?after_sequence=0"
+    status, content_type, lines = await asyncio.to_thread(
+        _first_lines, url, gateway.token(organizer), 2)
+    assert status == 200 and content_type.startswith("application/json")
+    events = [json.loads(line) for line in lines]
+    assert [(e["sequence"], e["event_type"], e["user_id"]) for e in events] == [
+        ("1", "PARTICIPATION_EVENT_TYPE_JOINED", str(users[0])),
+        ("2", "PARTICIPATION_EVENT_TYPE_JOINED", str(users[1]))]
