@@ -84,6 +84,9 @@ class EventListener:
                 await self._listen(conn)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("event listener lost its connection (%s); reconnecting", exc)
+            except Exception:  # never die: the streams of this process depend on it
+                log.exception("event listener failed; reconnecting")
+                await asyncio.sleep(RECONNECT_SECONDS)
             finally:
                 self.connected.clear()
                 conn.terminate()

@@ -68,14 +68,20 @@ class Relay:
     async def _run(self) -> None:
         while True:
             conn = await self._elect()
+            failed = False
             try:
                 await self._lead(conn)
             except _DB_ERRORS as exc:
                 log.warning("relay lost its database connection (%s); standing for election", exc)
+            except Exception:  # never die: give the lock up (another replica may do better)
+                log.exception("relay failed; standing for election again")
+                failed = True
             finally:
                 self.leading.clear()
                 self.lag_seconds = None
                 conn.terminate()
+            if failed:
+                await asyncio.sleep(self._election_seconds)
 
     async def _elect(self) -> asyncpg.Connection:
         """A connection holding the relay's lock, once this process wins it."""
