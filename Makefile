@@ -62,7 +62,8 @@ bench-migrate: $(STAMP)  ## migrate on a 200k-participant predecessor database w
 # and 2 with the bare-asyncpg ceiling and the ratios of issue 7 (bench/README.md).
 bench: $(BENCH_STAMP)    ## every benchmark, one run (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
 	$(PY) bench/limiter.py && $(PY) bench/sql.py && $(PY) bench/events.py
-	$(PY) bench/rpc.py --users 2000 --duration 12s --scenarios joinleave,healthpaced,list,health --workers 1,2 --ceiling
+	$(PY) bench/rpc.py --users 2000 --duration 12s --workers 1,2 --ceiling \
+	  --scenarios joinleave,healthpaced,list,health
 
 bench-rpc: $(BENCH_STAMP)   ## k6 load of every RPC scenario (PostgreSQL on DATABASE_URL or 127.0.0.1:5432)
 	$(PY) bench/rpc.py
