@@ -307,6 +307,16 @@ LANGUAGE sql STABLE AS $$
     FROM activity.activities a WHERE a.activity_id = p_activity_id
 $$;
 
+-- The chat service joins users by calling the predecessor's procedure by name (PL/pgSQL records
+-- no dependency on it).
+CREATE FUNCTION activity.sp_join_from_chat(p_activity_id uuid, p_user_id uuid)
+RETURNS TABLE (success boolean, error_code varchar, error_message text)
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT j.success, j.error_code, j.error_message
+                 FROM activity.sp_join_activity(p_activity_id, p_user_id, 'free') j;
+END $$;
+
 CREATE VIEW activity.activity_roster AS
     SELECT p.activity_id, p.user_id, u.username, p.role, p.participation_status, p.joined_at
     FROM activity.participants p JOIN activity.users u ON u.user_id = p.user_id;

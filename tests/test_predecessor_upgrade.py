@@ -21,7 +21,7 @@ import asyncpg
 import grpc
 import pytest
 
-from participation_grpc.migrate import MigrationError, Report, migrate
+from participation_grpc.migrate import MigrationError, Report, checks, migrate
 from participation_grpc.migrate import preparations as prep
 from participation_grpc.migrate.sources import PACKAGED, Source, checksum
 from participation_grpc.v1 import participation_pb2 as pb
@@ -188,8 +188,8 @@ async def test_migrate_applies_everything_and_reports_each_repair(
         f"{ids.overbooked} (excess 0 -> 2)"]
     assert ids_of["free seats beside a waiting queue: filled from its head as a leave would"] == [
         f"{ids.free_seat} (registered 2 -> 3)"]
-    orphans = [k for k in report.left_as_is]
-    assert [(k.label, k.ids) for k in orphans] == [
+    assert [(k.label, k.ids) for k in report.left_as_is] == [
+        (checks.CALLERS, ["activity.sp_join_from_chat(uuid,uuid) calls sp_join_activity"]),
         ("accepted invitations without a participation (the user can be invited again)",
          [str(ids.inv_accepted_orphan)])]
     summary = report.summary()
@@ -377,8 +377,8 @@ async def test_untouched_activity_and_other_services_objects_survive(
         "GROUP BY proname ORDER BY proname")
     ours = {n for n in Source.read().procedure_names if n.startswith("sp_")}
     assert len(ours) >= 17
-    assert {r["proname"] for r in signatures} - ours == {"sp_get_activity_participants",
-                                                          "sp_get_activity_summary"}
+    assert {r["proname"] for r in signatures} - ours == {
+        "sp_get_activity_participants", "sp_get_activity_summary", "sp_join_from_chat"}
     assert all(r["n"] == 1 and r["old"] == (r["proname"] not in ours) for r in signatures)
     # The trigger still stamps updates, and every constraint of theirs but one is kept as it was.
     before = await conn.fetchval("SELECT updated_at FROM activity.activities WHERE activity_id = $1",
@@ -416,6 +416,10 @@ async def test_a_view_on_an_old_procedure_stops_migrate_before_anything_changes(
         "CREATE VIEW activity.roster_page AS SELECT * FROM activity.sp_list_participants("
         "NULL::uuid, NULL::uuid, NULL::activity.participation_status, NULL::activity.participant_role, "
         "10, 0)")
+    await conn.execute(
+        "CREATE FUNCTION activity.waiting_count(p_activity_id uuid) RETURNS bigint LANGUAGE sql "
+        "BEGIN ATOMIC SELECT count(*) FROM activity.sp_get_waitlist(p_activity_id, NULL::uuid, "
+        "100, 0); END")
     await conn.close()
     before = await fingerprint(predecessor_url)
     with pytest.raises(MigrationError) as refused:
@@ -423,6 +427,7 @@ async def test_a_view_on_an_old_procedure_stops_migrate_before_anything_changes(
     message = str(refused.value)
     assert "\n" not in message
     assert "view activity.roster_page depends on activity.sp_list_participants(" in message
+    assert "function activity.waiting_count(uuid) depends on activity.sp_get_waitlist(" in message
     assert message.endswith("Nothing was changed.")
     assert await fingerprint(predecessor_url) == before
     # The command says the same in one line and exits 1.
@@ -446,6 +451,33 @@ async def test_an_edited_applied_migration_makes_migrate_refuse_naming_it(
                                              r"it was applied"):
         await migrate(database_url, sql=edited)  # type: ignore[arg-type]
     assert await fingerprint(database_url) == before
+
+
+async def test_a_failed_migration_is_rolled_back_whole_and_a_rerun_completes(
+        predecessor_url: str) -> None:
+    """Another service's table referencing the predecessor's one-invitation-per-pair key makes
+    0010's drop of that key fail, after 0010 created its new index (built beforehand, online:
+    that index stays for the next run, as do the ids filled before 0002)."""
+    conn = await connect(predecessor_url)
+    await conn.execute(
+        "CREATE TABLE activity.invitation_reminders (activity_id uuid, user_id uuid, FOREIGN KEY "
+        "(activity_id, user_id) REFERENCES activity.activity_invitations (activity_id, user_id))")
+    with pytest.raises(MigrationError) as failed:
+        await migrate(predecessor_url)
+    assert str(failed.value).startswith(
+        "migration 0010_invitation_pending_unique.sql failed and was rolled back: cannot drop "
+        "constraint activity_invitations_activity_id_user_id_key")
+    versions = {r[0] for r in await conn.fetch(
+        "SELECT version FROM activity.participation_schema_migrations")}
+    assert "0007_waitlist_positions.sql" in versions and "0010_invitation_pending_unique.sql" not in versions
+    assert await conn.fetchval("SELECT count(*) FROM pg_constraint "
+                               "WHERE conname = 'activity_invitations_activity_id_user_id_key'") == 1
+    # Once the other service's table refers to something else, the same command carries on.
+    await conn.execute("DROP TABLE activity.invitation_reminders")
+    report = await migrate(predecessor_url)
+    assert report.applied[0] == "0010_invitation_pending_unique.sql" and "procedures" in report.applied
+    assert report.count(prep.NULL_IDS) == 0  # filled, and kept, by the first run
+    await conn.close()
 
 
 async def test_a_database_left_half_upgraded_on_null_ids_completes(predecessor_url: str) -> None:

@@ -78,9 +78,11 @@ async def migrate(dsn: str, *, dry_run: bool = False, sql: Traversable = PACKAGE
         done = await checks.recorded(conn)
         checks.refuse_edited_migrations(source, done)
         replace_procedures = await checks.procedures_pending(conn, source, done)
+        report = Report(dry_run=dry_run)
         if replace_procedures:
             await checks.refuse_dependents(conn, source)
-        report = Report(dry_run=dry_run)
+            for caller in await checks.callers_by_name(conn, source):
+                report.add(checks.CALLERS, caller, changed=False)
         steps = Steps(conn, dry_run=dry_run, patience=patience)
         outer = conn.transaction()
         if dry_run:

@@ -73,3 +73,26 @@ async def refuse_dependents(conn: asyncpg.Connection, source: Source) -> None:
             f"refused: {named}. migrate replaces that procedure, so drop the dependent object "
             "(or rebuild it on the new procedure after migrating) and run migrate again. "
             "Nothing was changed.")
+
+
+CALLERS = ("functions of other services that call a replaced procedure by name (check that their "
+           "calls fit its new signature)")
+
+
+async def callers_by_name(conn: asyncpg.Connection, source: Source) -> list[str]:
+    """Functions outside this service whose body names one of its procedures. A PL/pgSQL body
+    records no dependency, so nothing stops such a function from breaking when a signature it
+    calls is replaced; migrate cannot tell whether its call still fits, so it reports them."""
+    procedures = [n for n in source.procedure_names if n.startswith("sp_")]
+    rows = await conn.fetch(
+        r"""SELECT p.oid::regprocedure::text AS caller,
+                   string_agg(DISTINCT m[1], ', ' ORDER BY m[1]) AS called
+            FROM pg_proc p
+            JOIN pg_namespace n ON n.oid = p.pronamespace
+            CROSS JOIN LATERAL regexp_matches(p.prosrc,
+                '\m(' || array_to_string($1::text[], '|') || ')\M', 'g') AS m
+            WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+              AND n.nspname NOT LIKE 'pg\_temp\_%'
+              AND NOT (n.nspname = 'activity' AND p.proname = ANY ($2::name[]))
+            GROUP BY 1 ORDER BY 1""", procedures, source.procedure_names)
+    return [f"{r['caller']} calls {r['called']}" for r in rows]

@@ -89,7 +89,8 @@ class Steps:
 
     async def build_index(self, create: str, schema: str, name: str) -> None:
         """`create` is `CREATE [UNIQUE] INDEX IF NOT EXISTS ...`: built CONCURRENTLY, outside any
-        transaction; an invalid leftover of an interrupted build is dropped and built again."""
+        transaction; an invalid leftover of an interrupted or failed build is dropped and built
+        again (by the next run, when this one failed)."""
         if self.dry_run:
             await self.execute(f"index {name}", create)
             return
@@ -98,26 +99,22 @@ class Steps:
             f"{schema}.{name}")
         if valid:
             return
-        if valid is not None:
-            await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
         concurrent = re.sub(r"INDEX\s+IF\s+NOT\s+EXISTS", "INDEX CONCURRENTLY IF NOT EXISTS", create,
                             count=1, flags=re.IGNORECASE)
         log.info("building index %s.%s concurrently", schema, name)
-        # A concurrent build waits for every transaction that holds an older snapshot, however
-        # long it stays open. It blocks nobody meanwhile, so it may wait all of `patience`; then
-        # it gives up and says who it waited for.
+        # A concurrent build (or drop) waits for every transaction that holds an older snapshot
+        # or a lock on the table, however long it stays open. It blocks nobody meanwhile, so it
+        # may wait all of `patience`; then it gives up and says who it waited for.
         await self.conn.execute(f"SET lock_timeout = '{int(self.patience * 1000)}ms'")
         try:
+            if valid is not None:  # an invalid leftover of an interrupted build
+                await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
             await self.conn.execute(concurrent)
         except asyncpg.PostgresError as exc:
-            holders = await self._lock_holders()
-            try:  # an interrupted build leaves an invalid index behind; the next run drops it too
-                await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
-            except asyncpg.PostgresError:
-                log.warning("the invalid index %s.%s is left for the next run to drop", schema, name)
             if exc.sqlstate in _RETRY_SQLSTATES:
                 raise MigrationError(f"index {name}: could not be built within {self.patience:.0f} s "
-                                     f"(it waits for older transactions to end); {holders}") from exc
+                                     "(it waits for older transactions to end); "
+                                     f"{await self._lock_holders()}") from exc
             raise MigrationError(f"index {name} could not be built: {_one_line(exc)}") from exc
         finally:
             await self.conn.execute("RESET lock_timeout")
@@ -126,7 +123,8 @@ class Steps:
         """Build the indexes a pending migration creates (`CREATE INDEX IF NOT EXISTS`) before
         it runs, concurrently, so that inside its transaction each one is already there. Indexes
         on a table or column the migration itself creates are left to it: such a table is new,
-        or the column is, so the index is built on nothing."""
+        or the column is, so the index is built on nothing. Should the migration then fail, the
+        indexes stay: they are what it creates anyway, and the next run finds them built."""
         if self.dry_run:
             return
         for found in _INDEX.finditer(migration):
