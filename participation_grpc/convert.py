@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
+import asyncpg
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -43,7 +44,7 @@ def _numbers(enum: EnumDescriptor) -> Mapping[str, int]:
     return {v.name.removeprefix(prefix).lower(): v.number for v in enum.values if v.number}
 
 
-def to_message(cls: type[M], row: Mapping[str, Any]) -> M:
+def to_message(cls: type[M], row: Mapping[str, Any] | asyncpg.Record) -> M:
     """A message from a procedure's row; null columns stay unset."""
     values = dict(row)
     for name, convert in _conversions(cls.DESCRIPTOR):

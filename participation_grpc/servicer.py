@@ -7,6 +7,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from participation_grpc import procedures
@@ -217,6 +218,11 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
                 self._tokens.decode(request.page_token, binding), binding)
 
 
-@cache
 def _items_field(response: type[Message]) -> str:
-    return next(f.name for f in response.DESCRIPTOR.fields if f.is_repeated)
+    return _repeated_field(response.DESCRIPTOR)
+
+
+@cache
+def _repeated_field(descriptor: Descriptor) -> str:
+    name: str = next(f.name for f in descriptor.fields if f.is_repeated)
+    return name
