@@ -11,7 +11,7 @@ bulk results are already the JSON of their messages, built by the procedures
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 M = TypeVar("M", bound=Message)
 _TIMESTAMP = Timestamp.DESCRIPTOR.full_name
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Conversion = Callable[[Any], Any]
 
 
@@ -58,9 +59,15 @@ def _text_list(values: list[Any]) -> list[str]:
     return [str(v) for v in values]
 
 
-def _datetime(value: datetime | str) -> datetime:
-    """A timestamp column, or one that travelled inside jsonb as ISO 8601 text."""
-    return datetime.fromisoformat(value) if isinstance(value, str) else value
+def _timestamp(value: datetime | str) -> dict[str, int]:
+    """A timestamp column (or one that travelled inside jsonb as ISO 8601 text) as the
+    Timestamp's fields, by arithmetic: handed a datetime, upb converts it through the Python
+    Timestamp.FromDatetime, 12 us a time against 1 us for these two numbers."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # as FromDatetime: a naive time is UTC
+    delta = moment - _EPOCH
+    return {"seconds": delta.days * 86_400 + delta.seconds, "nanos": delta.microseconds * 1000}
 
 
 @cache
@@ -72,7 +79,7 @@ def _conversions(descriptor: Descriptor) -> tuple[tuple[str, Conversion], ...]:
             if f.message_type is None:
                 plan.append((f.name, _text_list))  # uuid[] -> repeated string
         elif f.message_type is not None and f.message_type.full_name == _TIMESTAMP:
-            plan.append((f.name, _datetime))
+            plan.append((f.name, _timestamp))
         elif f.enum_type is not None:
             plan.append((f.name, _numbers(f.enum_type).__getitem__))
         elif f.type == FieldDescriptor.TYPE_STRING:
