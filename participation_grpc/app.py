@@ -10,11 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
-from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from participation_grpc import memory
+from participation_grpc import memory, reflection
 from participation_grpc.auth import TokenVerifier
 from participation_grpc.db import Database, Limits, QueryLogger
 from participation_grpc.events import Events
@@ -24,12 +22,13 @@ from participation_grpc.pipeline import AuthStep, LimitStep, Pipeline, Step
 from participation_grpc.ratelimit import Limiter, build_limiter
 from participation_grpc.servicer import ParticipationServicer
 from participation_grpc.settings import ConfigError, Settings
+from participation_grpc.telemetry import Telemetry
 from participation_grpc.v1 import participation_pb2_grpc
 
 log = logging.getLogger(__name__)
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # Answered during shutdown too, without a token: load balancers must see NOT_SERVING.
-PUBLIC_SERVICES = (HEALTH, reflection.SERVICE_NAME)
+PUBLIC_SERVICES = (HEALTH, reflection.V1, reflection.V1ALPHA)
 _STOP_SECONDS = 1.0  # for the public calls (health checks) still running when the port closes
 
 
@@ -48,9 +47,10 @@ class App:
         steps: list[Step] = [AuthStep(TokenVerifier(settings))]
         if self.limiter is not None:
             steps.append(LimitStep(self.limiter))
-        # observers=[...]: the slot for metrics and access logs.
+        self.telemetry = Telemetry(settings)
         self.pipeline = Pipeline(steps, max_concurrent=settings.grpc_max_concurrent_rpcs,
-                                 public_services=PUBLIC_SERVICES)
+                                 public_services=PUBLIC_SERVICES,
+                                 observers=self.telemetry.observers)
         # Servicers register with the pipeline as they would with a server (it has the two
         # registration methods); the server only ever sees the wrapped handlers.
         registrar: Any = self.pipeline
@@ -58,12 +58,14 @@ class App:
             ParticipationServicer(db, PageTokens(_page_token_key(settings)), self.events.watchers),
             registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-            reflection.aio.ReflectionServicer((SERVICE_NAME, HEALTH, reflection.SERVICE_NAME),
-                                              pool=_MethodAwarePool()), registrar)
+        reflection.add_to(self.pipeline, (SERVICE_NAME, HEALTH))
         self.server = grpc.aio.server(handlers=[self.pipeline.generic_handler()],
                                       options=server_options(settings))
-        self.port = self.server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        if settings.tls is not None:  # TLS_CERT_FILE and TLS_KEY_FILE (and TLS_CLIENT_CA_FILE)
+            self.port = self.server.add_secure_port(address, settings.tls.server_credentials())
+        else:
+            self.port = self.server.add_insecure_port(address)
         self._watch: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -74,6 +76,7 @@ class App:
 
     async def start(self) -> None:
         self.events.start()
+        self.telemetry.start(self.db)
         await self.server.start()
         await self.health.refresh()
         self._watch = asyncio.create_task(self.health.watch_database())
@@ -106,6 +109,7 @@ class App:
         self.probe.close()
         if self.limiter is not None:
             await self.limiter.close()
+        await self.telemetry.stop()
 
 
 @asynccontextmanager
@@ -183,21 +187,3 @@ def _page_token_key(settings: Settings) -> bytes:
     if settings.page_token_secret:
         return settings.page_token_secret.encode()
     return (settings.jwt_public_key or settings.jwt_secret_key).encode()
-
-
-class _MethodAwarePool:
-    """The default descriptor pool, also finding the file of a method name, which upb's pool
-    does not: without it `grpcurl describe participation.v1.ParticipationService.JoinActivity`
-    answers "Symbol not found"."""
-
-    def __init__(self) -> None:
-        self._pool = descriptor_pool.Default()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._pool, name)
-
-    def FindFileContainingSymbol(self, symbol: str) -> Any:
-        try:
-            return self._pool.FindFileContainingSymbol(symbol)
-        except KeyError:
-            return self._pool.FindMethodByName(symbol).containing_service.file

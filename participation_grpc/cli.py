@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 import uuid
 
+from participation_grpc import logs
 from participation_grpc.settings import ConfigError, Settings
-
-# The pid tells the lines of WORKERS processes apart.
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    logs.configure(settings)
     if args.command == "token":
         from participation_grpc.auth import mint_token
 
@@ -72,4 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return supervise(settings)
     from participation_grpc.app import serve
 
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except ConfigError as exc:  # found only when starting (a port already taken)
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2

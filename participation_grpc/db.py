@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from participation_grpc import errors
+from participation_grpc import errors, metrics
 from participation_grpc.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Database:
         self._race_seconds = limits.lock_timeout_ms / 1000
         self._per_key = _Gate(limits.per_key)
         self._slots = _Gate(connections.max_size)
+        self._statements = metrics.Statements()
 
     @classmethod
     async def connect(cls, dsn: str, min_size: int = 2, max_size: int = 20,
@@ -123,37 +124,51 @@ class Database:
         deadline = time.monotonic() + self._acquire_seconds
         await self._per_key.enter(key, self._acquire_seconds)
         try:
-            await self._slots.enter(None, max(0.001, deadline - time.monotonic()))
+            waiting = time.monotonic()
+            await self._slots.enter(None, max(0.001, deadline - waiting))
             try:
-                return await self._on_a_connection(query, args)
+                return await self._on_a_connection(query, args, waiting)
             finally:
                 self._slots.leave(None)
         finally:
             self._per_key.leave(key)
 
-    async def _on_a_connection(self, query: str, args: tuple[Any, ...]) -> asyncpg.Record | None:
+    async def _on_a_connection(self, query: str, args: tuple[Any, ...], waiting: float
+                               ) -> asyncpg.Record | None:
         connection = await self._connections.take()
+        running = time.monotonic()
+        metrics.POOL_ACQUIRE_SECONDS.observe(running - waiting)
         try:
             row = await connection.fetchrow(query, *args, timeout=self._answer_seconds)
-        except asyncpg.PostgresError:
+        except asyncpg.PostgresError as exc:
+            self._statements.ran(query, time.monotonic() - running, exc)
             self._connections.give_back(connection)  # a refused call leaves it as it was
             raise
-        except TimeoutError:
+        except TimeoutError as exc:
+            self._statements.ran(query, time.monotonic() - running, exc)
             # The server does not even enforce its own statement_timeout: it is frozen or cut
             # off. Whether the statement committed is unknown; the connection is not reused.
             self._connections.retire(connection)
             raise errors.database_unavailable("no answer from the database") from None
-        except _BROKEN:
+        except _BROKEN as exc:
+            self._statements.ran(query, time.monotonic() - running, exc)
             self._connections.drop_broken(connection)
             raise
-        except BaseException:
+        except BaseException as exc:
+            self._statements.ran(query, time.monotonic() - running, exc)
             # Cancelled (the caller's deadline, the drain): the statement may still run, so the
             # connection is not reused, and it is closed only after PostgreSQL was asked to
             # cancel the statement (terminating it at once would leave it waiting on its lock).
             self._connections.retire(connection)
             raise
+        self._statements.ran(query, time.monotonic() - running)
         self._connections.give_back(connection)
         return row
+
+    def pool_sizes(self) -> tuple[int, int, int]:
+        """(open connections, idle ones, the most there may be), for the metrics."""
+        idle = self._connections.idle
+        return idle + self._slots.held(None), idle, self._connections.max_size
 
     async def close(self) -> None:
         await self._connections.close(self._answer_seconds)
@@ -172,6 +187,10 @@ class _Connections:
         self._query_logger = query_logger
         self._server_settings = session_settings(limits)
         self._connect_seconds = limits.acquire_timeout_ms / 1000  # part of acquiring
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
 
     async def open(self, count: int) -> None:
         opened = await asyncio.gather(*(self._connect() for _ in range(count)))
@@ -273,6 +292,9 @@ class _Gate:
                 raise errors.database_busy("queueing behind other calls on the same id") from None
             raise
         # leave() handed its place to this waiter: the count stays as it was.
+
+    def held(self, key: Hashable) -> int:
+        return self._held.get(key, 0)
 
     def leave(self, key: Hashable) -> None:
         queue = self._waiting.get(key)

@@ -53,7 +53,8 @@ async def run_dev(settings: Settings) -> int:
             dsn = server.get_uri(DATABASE)
         await migrate(dsn)
         await load_demo(dsn)
-        settings = dataclasses.replace(settings, database_url=dsn, grpc_host="127.0.0.1")
+        settings = dataclasses.replace(settings, database_url=dsn, grpc_host="127.0.0.1",
+                                       metrics_host="127.0.0.1")
         return await serve(settings, on_ready=lambda app: _banner(settings, app, server))
     finally:
         if server is not None:
@@ -92,12 +93,17 @@ def _banner(settings: Settings, app: App, server: object | None) -> None:
     where = (f"embedded PostgreSQL; its data stays in {project_dir() / '.pgdata'}"
              if server is not None else "from the environment")
     limits = settings.rate_limits
+    # A self-signed TLS_CERT_FILE is its own CA; under mTLS add -cert and -key of a client.
+    transport = f"-cacert {settings.tls_cert_file}" if settings.tls else "-plaintext"
     lines = [
         "",
-        f"participation-grpc dev is serving on {address} (plaintext)",
+        f"participation-grpc dev is serving on {address} "
+        f"({'TLS' if settings.tls else 'plaintext'})",
         f"  DATABASE_URL={settings.database_url}",
         f"               ({where})",
         "  demo activities reset to their starting state (README.md, 'Demo data')",
+        (f"  metrics on http://127.0.0.1:{settings.metrics_port}/metrics"
+         if settings.metrics_port else "  metrics off (METRICS_PORT=0)"),
         "  rate limits " + (f"on, per user a minute: writes {limits.write}, bulk {limits.bulk}, "
                             f"confirm {limits.confirm}, reads {limits.read}"
                             if settings.rate_limit_enabled
@@ -110,7 +116,7 @@ def _banner(settings: Settings, app: App, server: object | None) -> None:
             f"    export TOKEN={token}",
             "",
             "Join a demo activity:",
-            f"  {grpcurl} -plaintext -H \"authorization: Bearer {token}\" "
+            f"  {grpcurl} {transport} -H \"authorization: Bearer {token}\" "
             f"-d '{{\"activity_id\":\"{SUNDAY_RUN_ID}\"}}' {address} {JOIN}",
             "",
             "Watch demo's Saturday hike (demo organizes it; events arrive as they commit)...",
@@ -126,7 +132,7 @@ def _banner(settings: Settings, app: App, server: object | None) -> None:
                      "(tokens come from your identity service)")
     lines += [
         "",
-        f"List the services (no token needed):  {grpcurl} -plaintext {address} list",
+        f"List the services (no token needed):  {grpcurl} {transport} {address} list",
         "Every RPC with the demo data: README.md, 'Calling it with grpcurl'.",
         "Stop with Ctrl-C.",
         "",

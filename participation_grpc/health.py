@@ -86,6 +86,14 @@ class DatabaseHealth(health.aio.HealthServicer):  # type: ignore[misc]
         await self.refresh()
         return await super().Check(request, context)
 
+    async def List(self, request: health_pb2.HealthListRequest, context: object
+                   ) -> health_pb2.HealthListResponse:
+        """Every name Check answers ("" and the service), with its status."""
+        await self.refresh()
+        return health_pb2.HealthListResponse(statuses={
+            name: health_pb2.HealthCheckResponse(status=status)
+            for name, status in self._server_status.items()})
+
     async def refresh(self) -> None:
         reachable = await self._probe.reachable()
         if reachable == self._reachable:

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeAlias
 
 import grpc
 
-from participation_grpc import errors
+from participation_grpc import errors, metrics
 from participation_grpc.auth import Caller, TokenVerifier, current_caller
 from participation_grpc.errors import ServiceError
 from participation_grpc.ratelimit import Limiter, limit_class
@@ -40,8 +40,8 @@ UNDECODABLE = _Undecodable()
 class Call:
     """One call as the steps and observers see it."""
 
-    __slots__ = ("_task", "caller", "context", "ended", "inside", "method", "name", "started",
-                 "streaming")
+    __slots__ = ("_task", "caller", "context", "ended", "inside", "method", "name", "request_id",
+                 "span", "started", "streaming", "trace_id")
 
     def __init__(self, method: str, context: Context, streaming: bool = False) -> None:
         self.method = method  # "/participation.v1.ParticipationService/JoinActivity"
@@ -55,6 +55,10 @@ class Call:
         # call may be cancelled from outside without cutting a message in half.
         self.inside = False
         self._task: asyncio.Task[Any] | None = None
+        # Set by the observers (accesslog, tracing): what the access line and the span show.
+        self.request_id = ""
+        self.trace_id = ""
+        self.span: Any = None
 
 
 class Step(Protocol):
@@ -69,6 +73,9 @@ class Observer(Protocol):
     `finished` gets the code and ErrorInfo reason the caller saw ("" for OK)."""
 
     async def started(self, call: Call) -> None: ...
+
+    def sent(self, call: Call) -> None:
+        """A server stream sent one more message (generator handlers)."""
 
     def finished(self, call: Call, code: grpc.StatusCode, reason: str) -> None: ...
 
@@ -100,6 +107,7 @@ class LimitStep:
         assert call.caller is not None, "LimitStep runs after AuthStep"
         user = str(call.caller.user_id)
         decision = await self._limiter.acquire(user, limit_class(call.name))
+        metrics.rate_limit_decision(decision.limit_class, decision.allowed)
         if not decision.allowed:
             raise errors.rate_limited(decision.limit_class, decision.limit,
                                       decision.retry_after, user)
@@ -224,6 +232,8 @@ class Pipeline:
                                 break
                             finally:
                                 call.inside = False
+                            for observer in self.observers:
+                                observer.sent(call)
                             yield message
                         else:  # ended while grpc was sending the last message
                             raise errors.shutting_down()

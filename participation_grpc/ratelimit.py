@@ -57,12 +57,6 @@ local blocking = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WI
 return {0, tonumber(blocking[2]) + window - now}
 """
 
-_OUTAGES = metrics.counter("ratelimit_redis_outages_total",
-                           "Times Redis stopped answering and the in-process limiter took over")
-_FALLBACK_DECISIONS = metrics.counter("ratelimit_fallback_decisions_total",
-                                      "Calls limited in process because Redis was unreachable")
-
-
 def limit_class(method: str) -> str:
     """A method added later without a class draws from the write budget rather than none."""
     return METHOD_CLASSES.get(method, "write")
@@ -185,12 +179,13 @@ class RedisLimiter:
         return Decision(bool(reply[0]), limit_class, limit, int(reply[1]) / 1_000_000)
 
     def _fallback(self, subject: str, limit_class: str) -> Decision:
-        _FALLBACK_DECISIONS.inc()
+        metrics.FALLBACK_DECISIONS.inc()
         return self.local.decide(subject, limit_class)
 
     def _went_down(self, exc: BaseException) -> None:
         if self._down_until is None:
-            _OUTAGES.inc()
+            metrics.REDIS_OUTAGES.inc()
+            metrics.limiter_backend("local")
             log.warning("Redis unreachable (%s: %s): rate limits are enforced per replica "
                         "until it answers again", type(exc).__name__, exc)
         self._down_until = self._clock() + self._retry_seconds
@@ -198,13 +193,16 @@ class RedisLimiter:
     def _came_back(self) -> None:
         if self._down_until is not None:
             log.info("Redis answers again: rate limits are shared by all replicas again")
+            metrics.limiter_backend("redis")
         self._down_until = None
 
 
 def build_limiter(settings: Settings) -> Limiter:
     """Redis when REDIS_URL is set, else the in-process limiter (development)."""
     if not settings.redis_url:
+        metrics.limiter_backend("local")
         return LocalLimiter(settings.rate_limits)
+    metrics.limiter_backend("redis")
     # Short timeouts: a slow or dead Redis must not stall calls, since the local limiter can
     # decide at once.
     # One retry, on a connection error only: a pooled connection Redis closed (a restart)

@@ -34,7 +34,7 @@ BATCH_SIZE = 500
 # The server notices a relayer whose host vanished (no FIN, no RST) and frees the lock.
 _KEEPALIVE = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1",
               "tcp_keepalives_count": "3"}
-_RELAYED = metrics.counter("events_relayed_total", "Events appended to the Redis stream")
+_RELAYED = metrics.EVENTS_RELAYED
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -51,9 +51,18 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._redis_down = False
         self.leading = asyncio.Event()
-        # Seconds the oldest committed event not yet in Redis has waited, as of the last batch
-        # (0 when caught up); None while this process is not the relayer. For the metrics.
-        self.lag_seconds: float | None = None
+        self._lag_seconds: float | None = None
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """Seconds the oldest committed event not yet in Redis has waited, as of the last batch
+        (0 when caught up); None while this process is not the relayer."""
+        return self._lag_seconds
+
+    @lag_seconds.setter
+    def lag_seconds(self, seconds: float | None) -> None:
+        self._lag_seconds = seconds
+        metrics.relay_lag(seconds or 0.0)  # 0 when not relaying: the max over processes holds
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())

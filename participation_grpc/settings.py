@@ -10,9 +10,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from participation_grpc.tls import TlsFiles
+
 # Obviously a development value: production refuses to start with it (Settings checks).
 DEV_JWT_SECRET = "dev-only-insecure-jwt-secret-do-not-use-in-production"
 ASYMMETRIC_ALGORITHMS = ("RS256", "ES256")
+LOG_FORMATS = ("json", "text")
 MIN_SECRET_BYTES = 32
 
 
@@ -86,8 +89,21 @@ class Settings:
     relay_election_seconds: float = 2.0
     # Server processes sharing the port (workers.py); 1 serves in the `serve` process itself.
     workers: int = 1
+    metrics_host: str = "0.0.0.0"
+    # 0: no /metrics. The environment's default is 9464 (from_environ); a Settings built in code
+    # (tests, tools) serves none unless asked, so two of them never fight over the port.
+    metrics_port: int = 0
+    log_format: str = "text"  # from_environ: json when ENVIRONMENT=production
+    # Set: OpenTelemetry traces go there (OTLP over gRPC); the SDK reads its other OTEL_* itself.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "participation-grpc"
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_client_ca_file: str | None = None  # set: clients must present a certificate it signed
     # The verification key, parsed once from the settings above (not a setting of its own).
     jwt_key: Any = field(init=False, repr=False, compare=False)
+    # The TLS files' contents, read and checked once (None: plaintext).
+    tls: TlsFiles | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, (variable, minimum) in _MINIMUMS.items():
@@ -109,7 +125,17 @@ class Settings:
             raise ConfigError(f"WORKERS={self.workers} needs REDIS_URL while rate limits are on "
                               "(the in-process limiter would give each worker a full budget); "
                               "set REDIS_URL, WORKERS=1 or RATE_LIMIT_ENABLED=false")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
+                              f"not {self.log_format!r}")
+        if self.metrics_port > 65535:
+            raise ConfigError("METRICS_PORT must be at most 65535")
         object.__setattr__(self, "jwt_key", self._verification_key())
+        try:
+            tls = TlsFiles.read(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        object.__setattr__(self, "tls", tls)
 
     @property
     def relay_redis_url(self) -> str | None:
@@ -161,6 +187,14 @@ class Settings:
             events_stream=env.get("EVENTS_STREAM"),
             events_redis_url=env.get("EVENTS_REDIS_URL"),
             workers=_int(env, "WORKERS", 1),
+            metrics_host=env.get("METRICS_HOST", "0.0.0.0"),
+            metrics_port=_int(env, "METRICS_PORT", 9464),
+            log_format=env.get("LOG_FORMAT", "json" if _prod(env) else "text").lower(),
+            otel_exporter_otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            otel_service_name=env.get("OTEL_SERVICE_NAME", "participation-grpc"),
+            tls_cert_file=env.get("TLS_CERT_FILE"),
+            tls_key_file=env.get("TLS_KEY_FILE"),
+            tls_client_ca_file=env.get("TLS_CLIENT_CA_FILE"),
         )
 
     def _verification_key(self) -> Any:
@@ -185,6 +219,7 @@ class Settings:
 _MINIMUMS: dict[str, tuple[str, float]] = {
     "jwt_leeway_seconds": ("JWT_LEEWAY_SECONDS", 0),
     "grpc_port": ("GRPC_PORT", 0),
+    "metrics_port": ("METRICS_PORT", 0),
     "shutdown_grace_seconds": ("SHUTDOWN_GRACE_SECONDS", 0),
     "shutdown_pause_seconds": ("SHUTDOWN_PAUSE_SECONDS", 0),
     "db_pool_min_size": ("DB_POOL_MIN_SIZE", 0),

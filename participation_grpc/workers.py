@@ -29,7 +29,8 @@ from collections import Counter
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from participation_grpc import metrics
+# Not metrics: prometheus-client picks its mode when first imported, after for_workers here.
+from participation_grpc import exporter, logs
 from participation_grpc.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,7 +81,13 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGALRM, self._on_deadline)
-        metrics.before_workers()
+        # The workers' series go to a directory they inherit; the one /metrics here sums them.
+        with exporter.for_workers(self.settings):
+            self._supervise()
+        signal.alarm(0)
+        return self.status
+
+    def _supervise(self) -> None:
         for index in range(1, self.settings.workers + 1):
             if self.stopping:
                 break
@@ -93,7 +100,7 @@ class Supervisor:
                 continue
             index, proc = self.workers.pop(pid)
             proc.returncode = os.waitstatus_to_exitcode(wait_status)
-            metrics.worker_exited(pid)
+            exporter.worker_exited(pid)
             if proc.stdin is not None:
                 proc.stdin.close()
             if proc.returncode != 0 or not self.stopping:
@@ -103,8 +110,6 @@ class Supervisor:
                 self.stop()
             else:
                 log.info("worker %d (pid %d) drained and exited", index, pid)
-        signal.alarm(0)
-        return self.status
 
     def _start(self, index: int) -> None:
         # stdin is a pipe only the supervisor writes to: its end closes when the supervisor dies
@@ -161,6 +166,9 @@ class Tally:
     async def started(self, call: Call) -> None:
         pass
 
+    def sent(self, call: Call) -> None:
+        pass
+
     def finished(self, call: Call, code: grpc.StatusCode, reason: str) -> None:
         self.counts[call.name, code.name] += 1
 
@@ -194,11 +202,9 @@ def _stop_on_eof() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from participation_grpc.cli import LOG_FORMAT
-
     index, port = int(argv[0]), int(argv[1])
     settings = Settings.from_environ()  # the supervisor's environment, checked there already
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    logs.configure(settings)
     return asyncio.run(work(dataclasses.replace(settings, grpc_port=port), index))
 
 

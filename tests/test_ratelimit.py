@@ -288,7 +288,8 @@ class FlakyClient:
 
 async def test_unreachable_redis_is_replaced_by_the_local_limiter_logged_and_counted_once(
         caplog: pytest.LogCaptureFixture) -> None:
-    before = metrics.snapshot()
+    outages = metrics.sample("participation_ratelimit_redis_outages_total")
+    fallbacks = metrics.sample("participation_ratelimit_fallback_decisions_total")
     limiter = RedisLimiter(Redis.from_url(f"redis://127.0.0.1:{free_port()}/0",
                                           socket_connect_timeout=0.5),
                            LIMITS, retry_seconds=0)
@@ -296,11 +297,8 @@ async def test_unreachable_redis_is_replaced_by_the_local_limiter_logged_and_cou
     with caplog.at_level(logging.WARNING, "participation_grpc.ratelimit"):
         assert await admitted(limiter, subject, "write", 6) == 3  # still limited, never open
     assert not limiter.using_redis
-    after = metrics.snapshot()
-    assert after["ratelimit_redis_outages_total"] - before.get(
-        "ratelimit_redis_outages_total", 0) == 1
-    assert after["ratelimit_fallback_decisions_total"] - before.get(
-        "ratelimit_fallback_decisions_total", 0) == 6
+    assert metrics.sample("participation_ratelimit_redis_outages_total") - outages == 1
+    assert metrics.sample("participation_ratelimit_fallback_decisions_total") - fallbacks == 6
     assert len([r for r in caplog.records if "unreachable" in r.getMessage()]) == 1
     await limiter.close()
 
