@@ -191,6 +191,7 @@ class Pipeline:
         async def behaviour(request: Any, context: Context) -> Any:
             call = Call(method, context, streaming)
             code, reason = grpc.StatusCode.OK, ""
+            told = False
             try:
                 await self._enter(call, request, guarded)
                 call.inside = True
@@ -205,10 +206,12 @@ class Pipeline:
                     code = _passed_code(call, exc)
                     raise
                 code, reason = error.code, error.reason
+                self._finished(call, code, reason)  # before the caller sees the status
+                told = True
                 await _abort(context, error)
             finally:
-                for observer in self.observers:
-                    observer.finished(call, code, reason)
+                if not told:
+                    self._finished(call, code, reason)
 
         return behaviour
 
@@ -220,6 +223,7 @@ class Pipeline:
             async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
                 call = Call(method, context, streaming=True)
                 code, reason = grpc.StatusCode.OK, ""
+                told = False
                 try:
                     await self._enter(call, request, guarded)
                     responses = inner(request, context)
@@ -246,10 +250,12 @@ class Pipeline:
                         code = _passed_code(call, exc)
                         raise
                     code, reason = error.code, error.reason
+                    self._finished(call, code, reason)  # before the caller sees it
+                    told = True
                     await _abort(context, error)
                 finally:
-                    for observer in self.observers:
-                        observer.finished(call, code, reason)
+                    if not told:
+                        self._finished(call, code, reason)
 
             return generator
         if inspect.iscoroutinefunction(inner):  # the handler writes with context.write()
@@ -281,6 +287,12 @@ class Pipeline:
         except BaseException:
             self._leave(call)
             raise
+
+    def _finished(self, call: Call, code: grpc.StatusCode, reason: str) -> None:
+        """Tells the observers how the call ended. For a refusal that is before its status goes
+        out, so the access line and the counters are never behind what the caller saw."""
+        for observer in self.observers:
+            observer.finished(call, code, reason)
 
     def _leave(self, call: Call) -> None:
         self._watching.discard(call)
