@@ -4,8 +4,8 @@ returned in the response's initial metadata, failed calls included)."""
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 import grpc
@@ -29,7 +29,8 @@ class AccessLog:
         self._logger = logger
 
     async def started(self, call: Call) -> None:
-        rid = _incoming(call.context.invocation_metadata()) or str(uuid.uuid4())
+        # 128 random bits as 32 hex digits (str(uuid4()) costs five times as much).
+        rid = _incoming(call.context.invocation_metadata()) or os.urandom(16).hex()
         call.request_id = rid
         logs.request_id.set(rid)
         try:

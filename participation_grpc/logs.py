@@ -22,6 +22,8 @@ from participation_grpc.settings import Settings
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 # The pid tells the lines of WORKERS processes apart.
 _TEXT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+# Built once: json.dumps with arguments builds a new encoder for every line.
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 def configure(settings: Settings) -> None:
@@ -34,6 +36,9 @@ def configure(settings: Settings) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # No format here shows them, and every record (an access line per call) would look them up.
+    logging.logThreads = False
+    logging.logMultiprocessing = False
 
 
 def add_request_id(record: logging.LogRecord) -> bool:
@@ -62,7 +67,7 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return _JSON.encode(line)
 
 
 class TextFormatter(logging.Formatter):
@@ -80,7 +85,11 @@ class TextFormatter(logging.Formatter):
         return f"{text} request_id={rid}" if rid else text
 
 
+_second: list[Any] = [None, ""]  # the last second formatted, and its text
+
+
 def _utc(created: float) -> str:
     seconds = int(created)
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-            + f".{int((created - seconds) * 1000):03d}Z")
+    if _second[0] != seconds:
+        _second[:] = [seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))]
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"

@@ -73,7 +73,7 @@ async def test_a_request_id_is_made_when_missing_or_unusable_and_returned_on_fai
         call = service.stub.JoinActivity(request, metadata=metadata)
         await expect_error(call, Code.UNAUTHENTICATED, "TOKEN_MISSING")
         made = request_id_of(await call.initial_metadata())
-        assert str(uuid.UUID(made)) == made  # a fresh uuid, not the caller's value
+        assert len(made) == 32 and int(made, 16) >= 0  # a fresh id, not the caller's value
         [line] = [line for line in lines(access) if line["request_id"] == made]
         assert (line["code"], line["reason"], line["user_id"]) == (
             "UNAUTHENTICATED", "TOKEN_MISSING", "")

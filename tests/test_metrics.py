@@ -146,10 +146,15 @@ async def test_streams_count_messages_and_open_streams_and_overload_is_counted(
         await expect_error(join(service, uuid.uuid4(), uuid.uuid4()), Code.RESOURCE_EXHAUSTED,
                            "OVERLOADED")
         stream.cancel()
-        for _ in range(200):  # the server hears of the cancel a moment later: ask until it has
+        # The server hears of the cancel a moment later, and a scrape (another thread) may read
+        # the counters half-way through the call's end: ask until both show it.
+        for _ in range(200):
             after = await scrape(port)
             if value(after, "participation_streams_open", **open_labels) == value(
-                    before, "participation_streams_open", **open_labels):
+                    before, "participation_streams_open", **open_labels) and value(
+                    after, "grpc_server_handled_total", **stream_labels, grpc_code="Canceled"
+                    ) > value(before, "grpc_server_handled_total", **stream_labels,
+                              grpc_code="Canceled"):
                 break
             await asyncio.sleep(0.05)
 
