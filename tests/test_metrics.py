@@ -7,8 +7,8 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
-import textwrap
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -240,73 +240,41 @@ async def test_the_grafana_dashboard_queries_only_series_the_service_exports(
     assert ours == shown, f"not on the dashboard: {sorted(ours - shown)}"
 
 
-SUPERVISOR = textwrap.dedent("""
-    import os, subprocess, sys
-    from participation_grpc import exporter
-    from participation_grpc.settings import Settings
-
-    settings = Settings(metrics_host="127.0.0.1", metrics_port=int(sys.argv[1]))
-    with exporter.for_workers(settings):
-        workers = {}
-        for port in sys.argv[2:]:
-            env = {**os.environ, "GRPC_PORT": port, "GRPC_HOST": "127.0.0.1"}
-            workers[port] = subprocess.Popen(
-                [os.path.join(os.path.dirname(sys.executable), "participation-grpc"), "serve"],
-                env=env)
-        print("started", flush=True)
-        for line in sys.stdin:  # "stop PORT": end that worker, as a supervisor would
-            port = line.split()[1]
-            workers[port].send_signal(15)
-            workers[port].wait()
-            exporter.worker_exited(workers[port].pid)
-            print("stopped", port, flush=True)
-        for worker in workers.values():
-            worker.send_signal(15)
-            worker.wait()
-""")
+async def _checks(port: int, connections: int) -> None:
+    """One health Check on each of `connections` new connections (each lands on some worker)."""
+    for _ in range(connections):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60)
 
 
-async def _checks(port: int, count: int) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        for _ in range(count):
-            await stub.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=30)
-
-
-async def test_the_supervisors_endpoint_sums_the_series_of_every_worker(
+async def test_serve_with_workers_sums_the_series_of_every_worker_on_one_port(
         database_url: str) -> None:
-    metrics_port, first, second = free_port(), free_port(), free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "RATE_LIMIT_ENABLED": "false",
-           "SHUTDOWN_PAUSE_SECONDS": "0",
-           # A worker that served its own endpoint would fail to start on the supervisor's port.
-           "METRICS_PORT": str(metrics_port)}
+    grpc_port, metrics_port = free_port(), free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "WORKERS": "2",
+           "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(grpc_port), "METRICS_HOST": "127.0.0.1",
+           "METRICS_PORT": str(metrics_port), "RATE_LIMIT_ENABLED": "false",
+           "SHUTDOWN_PAUSE_SECONDS": "0", "DB_POOL_MAX_SIZE": "20"}
     supervisor = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SUPERVISOR, str(metrics_port), str(first), str(second), env=env,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    assert supervisor.stdin is not None and supervisor.stdout is not None
+        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE)
+    assert supervisor.stderr is not None
+    started = b""
     try:
-        assert await supervisor.stdout.readline() == b"started\n"
-        await _checks(first, 3)
-        await _checks(second, 2)
-        check = grpc_labels("Check", service="grpc.health.v1.Health")
-        both = await scrape(metrics_port)
-        assert value(both, "grpc_server_started_total", **check) == 5
-        assert value(both, "grpc_server_handled_total", **check, grpc_code="OK") == 5
-        assert value(both, "participation_db_pool_max") == 40  # livesum: 20 per worker
-        supervisor.stdin.write(f"stop {first}\n".encode())
-        await supervisor.stdin.drain()
-        assert await supervisor.stdout.readline() == f"stopped {first}\n".encode()
-        one = await scrape(metrics_port)
-        assert value(one, "grpc_server_started_total", **check) == 5  # counters outlive workers
-        assert value(one, "participation_db_pool_max") == 20  # the live worker's gauge only
+        while started.count(b" serving on ") < 2:  # both workers listen
+            line = await asyncio.wait_for(supervisor.stderr.readline(), 60)
+            assert line, started.decode()
+            started += line
+        await _checks(grpc_port, 20)
+        samples = await scrape(metrics_port)  # the supervisor's endpoint: no worker has one
     finally:
-        if supervisor.returncode is None:
-            supervisor.stdin.close()
-            try:
-                await asyncio.wait_for(supervisor.wait(), 30)
-            except TimeoutError:
-                supervisor.kill()
-                raise
+        supervisor.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(supervisor.communicate(), 60)
+    assert supervisor.returncode == 0, (started + stderr).decode()
+    check = grpc_labels("Check", service="grpc.health.v1.Health")
+    assert value(samples, "grpc_server_started_total", **check) == 20
+    assert value(samples, "grpc_server_handled_total", **check, grpc_code="OK") == 20
+    # Each worker's pool allows 20: both workers' series are in the sum.
+    assert value(samples, "participation_db_pool_max") == 40
 
 
 def test_for_workers_refuses_a_process_whose_series_already_exist() -> None:
