@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fixed {fix}")
         print(f"{len(fixes)} fixes" if fixes else "nothing to fix")
         return 0
-    if settings.workers > 1:
-        from participation_grpc.workers import supervise
-
-        return supervise(settings)
-    from participation_grpc.app import serve
-
     try:
+        if settings.workers > 1:
+            from participation_grpc.workers import supervise
+
+            return supervise(settings)
+        from participation_grpc.app import serve
+
         return asyncio.run(serve(settings))
     except ConfigError as exc:  # found only when starting (a port already taken)
         print(f"configuration error: {exc}", file=sys.stderr)
