@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from participation_grpc.migrate import migrate
+from participation_grpc.migrate import MigrationError, migrate
 from tests.postgres import scratch_database
 
 
@@ -115,3 +115,8 @@ async def test_migrate_gives_predecessor_id_columns_a_default(empty_database: st
         "AND table_name = 'activity_invitations' AND column_name = 'invitation_id'")
     assert default == "gen_random_uuid()"
     await conn.close()
+
+
+async def test_an_unreachable_database_is_one_line() -> None:
+    with pytest.raises(MigrationError, match=r"^cannot connect to the database: "):
+        await migrate("postgresql://postgres@127.0.0.1:1/postgres")

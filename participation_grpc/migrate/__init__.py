@@ -70,37 +70,52 @@ async def migrate(dsn: str, *, dry_run: bool = False, sql: Traversable = PACKAGE
     MigrationError (one line for the operator) when it refuses or a step fails."""
     started = time.monotonic()
     source = Source.read(sql)
-    # No statement cache: the repairs replace one temporary function under the same name.
-    conn = await asyncpg.connect(dsn, statement_cache_size=0,
-                                 server_settings={"application_name": "participation-grpc migrate"})
     try:
-        await _lock(conn)
-        done = await checks.recorded(conn)
-        checks.refuse_edited_migrations(source, done)
-        replace_procedures = await checks.procedures_pending(conn, source, done)
-        report = Report(dry_run=dry_run)
-        if replace_procedures:
-            await checks.refuse_dependents(conn, source)
-            for caller in await checks.callers_by_name(conn, source):
-                report.add(checks.CALLERS, caller, changed=False)
-        steps = Steps(conn, dry_run=dry_run, patience=patience)
-        outer = conn.transaction()
-        if dry_run:
-            await outer.start()
-        try:
-            await steps.execute("bookkeeping", _BOOKKEEPING)
-            await _apply_migrations(steps, source, done, report)
-            if replace_procedures:
-                await _apply_procedures(steps, source, report)
-            await _repair(steps, source, report)
-            await _reconcile(conn, report)
-        finally:
-            if dry_run:
-                await outer.rollback()
-        report.seconds = time.monotonic() - started
-        return report
+        # No statement cache: the repairs replace one temporary function under the same name.
+        conn = await asyncpg.connect(dsn, statement_cache_size=0, server_settings={
+            "application_name": "participation-grpc migrate"})
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise MigrationError(f"cannot connect to the database: {exc}") from exc
+    try:
+        return await _run(conn, source, dry_run, patience, started)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # Outside the steps (which name themselves): the checks, the lock, the connection.
+        kept = ("dry run: nothing was changed" if dry_run
+                else "every step applied so far is complete; run migrate again")
+        raise MigrationError(f"stopped: {' '.join(str(exc).split())}; {kept}") from exc
     finally:
         await conn.close()  # closing the session releases the advisory lock
+
+
+async def _run(conn: asyncpg.Connection, source: Source, dry_run: bool, patience: float,
+               started: float) -> Report:
+    """The run on migrate's connection: checks, then the steps (all in one transaction that is
+    rolled back, in a dry run)."""
+    await _lock(conn)
+    done = await checks.recorded(conn)
+    checks.refuse_edited_migrations(source, done)
+    replace_procedures = await checks.procedures_pending(conn, source, done)
+    report = Report(dry_run=dry_run)
+    if replace_procedures:
+        await checks.refuse_dependents(conn, source)
+        for caller in await checks.callers_by_name(conn, source):
+            report.add(checks.CALLERS, caller, changed=False)
+    steps = Steps(conn, dry_run=dry_run, patience=patience)
+    outer = conn.transaction()
+    if dry_run:
+        await outer.start()
+    try:
+        await steps.execute("bookkeeping", _BOOKKEEPING)
+        await _apply_migrations(steps, source, done, report)
+        if replace_procedures:
+            await _apply_procedures(steps, source, report)
+        await _repair(steps, source, report)
+        await _reconcile(conn, report)
+    finally:
+        if dry_run:
+            await outer.rollback()
+    report.seconds = time.monotonic() - started
+    return report
 
 
 async def _lock(conn: asyncpg.Connection) -> None:
