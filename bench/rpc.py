@@ -238,22 +238,41 @@ async def run_k6(scenario: str, plan: Path, out: Path, args: argparse.Namespace,
                  rate: int = 0) -> dict[str, float]:
     """Run one scenario; returns the CPU seconds that the server, PostgreSQL's backends of the
     bench database and k6 spent."""
-    profiler = start_profiler(args, out.stem, server)
-    before = (server_cpu_seconds(server), await backends_cpu(conn),
-              resource.getrusage(resource.RUSAGE_CHILDREN))
-    await asyncio.to_thread(
-        subprocess.run,
-        [str(K6), "run", "--quiet", "--no-summary", "--out", f"json={out}",
-         "-e", f"PLAN={plan}", "-e", f"SCENARIO={scenario}", "-e", f"VUS={args.vus}",
-         "-e", f"DURATION={args.duration}", "-e", f"RATE={rate or args.rate}",
-         str(HERE / "rpc.js")], check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if profiler is not None:
-        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        profiler.wait()
+    for attempt in (1, 2):
+        profiler = start_profiler(args, out.stem, server)
+        before = (server_cpu_seconds(server), await backends_cpu(conn),
+                  resource.getrusage(resource.RUSAGE_CHILDREN))
+        done = await k6(["--out", f"json={out}", "-e", f"PLAN={plan}", "-e", f"SCENARIO={scenario}",
+                         "-e", f"VUS={args.vus}", "-e", f"DURATION={args.duration}",
+                         "-e", f"RATE={rate or args.rate}"], retry=attempt == 1)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            profiler.wait()
+        if done:
+            break
     return {"server": server_cpu_seconds(server) - before[0],
             "postgres": spent(before[1], await backends_cpu(conn)),
             "k6": after.ru_utime + after.ru_stime - before[2].ru_utime - before[2].ru_stime}
+
+
+# k6 (1.1) now and then panics when many VUs load descriptors through reflection at once.
+_K6_REFLECTION_RACE = b"is already registered"
+
+
+async def k6(options: list[str], retry: bool) -> bool:
+    """One k6 run of rpc.js; False when it hit its reflection race and should run again."""
+    result = await asyncio.to_thread(
+        subprocess.run, [str(K6), "run", "--quiet", "--no-summary", *options, str(HERE / "rpc.js")],
+        stderr=subprocess.PIPE)
+    if result.returncode == 0:
+        sys.stderr.buffer.write(result.stderr)
+        return True
+    if retry and _K6_REFLECTION_RACE in result.stderr:
+        print("k6 panicked in its reflection race (descriptor already registered): once more")
+        return False
+    sys.stderr.buffer.write(result.stderr)
+    raise SystemExit(f"k6 exited with {result.returncode}")
 
 
 async def warm_up(plan: Path, args: argparse.Namespace) -> None:
@@ -262,11 +281,10 @@ async def warm_up(plan: Path, args: argparse.Namespace) -> None:
     fell inside it) and prepares its statements before anything is measured."""
     if args.warmup == "0s":
         return
-    await asyncio.to_thread(
-        subprocess.run,
-        [str(K6), "run", "--quiet", "--no-summary", "-e", f"PLAN={plan}",
-         "-e", "SCENARIO=joinleave,list", "-e", f"VUS={args.vus}", "-e", f"DURATION={args.warmup}",
-         str(HERE / "rpc.js")], check=True)
+    options = ["-e", f"PLAN={plan}", "-e", "SCENARIO=joinleave,list", "-e", f"VUS={args.vus}",
+               "-e", f"DURATION={args.warmup}"]
+    if not await k6(options, retry=True):
+        await k6(options, retry=False)
 
 
 def figures(out: Path, cpu: dict[str, float]) -> dict[str, Any]:
