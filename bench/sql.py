@@ -27,11 +27,15 @@ from participation_grpc.migrate import migrate
 
 JOIN = "SELECT * FROM activity.sp_join_activity($1, $2)"
 LEAVE = "SELECT * FROM activity.sp_leave_activity($1, $2)"
+# The same with a request_id (contract 10): each call also stores its reply.
+JOIN_KEYED = "SELECT * FROM activity.sp_join_activity($1, $2, $3)"
+LEAVE_KEYED = "SELECT * FROM activity.sp_leave_activity($1, $2, $3)"
 PARTICIPANTS = "SELECT * FROM activity.sp_list_participants($1, $2, NULL, NULL, 50, NULL)"
 WAITLIST = "SELECT * FROM activity.sp_get_waitlist($1, $2, 50, NULL)"
 HOT_CALLERS = 32
 SPREAD_OVER = 200
-ROWS = ("join + leave (open activity)", "leave that promotes the waitlist's head",
+ROWS = ("join + leave (open activity)", "join + leave with request_id",
+        "leave that promotes the waitlist's head",
         "join onto the waitlist", "ListParticipants, first page of 50",
         "ListWaitlist, first page of 50")
 
@@ -176,6 +180,11 @@ async def measure(conn: asyncpg.Connection, pid: int, s: Sized, users: Users, ca
         return (await probe(JOIN, s.open_activity, user)
                 + await probe(LEAVE, s.open_activity, user))
 
+    async def keyed_join_leave() -> float:
+        user = users.take()[0]
+        return (await probe(JOIN_KEYED, s.open_activity, user, uuid.uuid4())
+                + await probe(LEAVE_KEYED, s.open_activity, user, uuid.uuid4()))
+
     async def promoting_leave() -> float:
         user = s.registered.popleft()  # a member leaves; the head of the queue takes the seat
         spent = await probe(LEAVE, s.full_activity, user)
@@ -196,7 +205,8 @@ async def measure(conn: asyncpg.Connection, pid: int, s: Sized, users: Users, ca
     async def waitlist() -> float:
         return await probe(WAITLIST, s.full_activity, s.organizer)
 
-    steps = (join_leave, promoting_leave, waitlisted_join, participants, waitlist)
+    steps = (join_leave, keyed_join_leave, promoting_leave, waitlisted_join, participants,
+             waitlist)
     for row, step in zip(ROWS, steps, strict=True):
         out.median_ms[row], out.cpu_ms[row] = await probe.row(calls, step)
     return out
@@ -253,7 +263,7 @@ async def run(dsn: str, sizes: list[int], args: argparse.Namespace) -> None:
     await migrate(dsn)
     conn = await asyncpg.connect(dsn)
     hot = 2 * HOT_CALLERS * args.hot_joins
-    need = sum(2 * n + 3 * (args.calls + 10) for n in sizes) + hot + args.spare
+    need = sum(2 * n + 4 * (args.calls + 10) for n in sizes) + hot + args.spare
     users = await seed_users(conn, need)
     seeder = Seeder(conn, users)
     seeded = [await seeder.sized(n) for n in sizes]

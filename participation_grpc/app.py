@@ -20,6 +20,7 @@ from participation_grpc.health import SERVICE_NAME, DatabaseHealth, DatabaseProb
 from participation_grpc.paging import PageTokens
 from participation_grpc.pipeline import AuthStep, LimitStep, Pipeline, Step
 from participation_grpc.ratelimit import Limiter, build_limiter
+from participation_grpc.replays import ReplayCheck, reply_pruner
 from participation_grpc.servicer import ParticipationServicer
 from participation_grpc.settings import ConfigError, Settings
 from participation_grpc.telemetry import Telemetry
@@ -46,7 +47,8 @@ class App:
         self.events = Events(settings, db)
         steps: list[Step] = [AuthStep(TokenVerifier(settings))]
         if self.limiter is not None:
-            steps.append(LimitStep(self.limiter))
+            steps.append(LimitStep(self.limiter, exempt=ReplayCheck(db)))
+        self.replies = reply_pruner(db)
         self.telemetry = Telemetry(settings)
         self.pipeline = Pipeline(steps, max_concurrent=settings.grpc_max_concurrent_rpcs,
                                  public_services=PUBLIC_SERVICES,
@@ -77,6 +79,7 @@ class App:
     async def start(self) -> None:
         self.events.start()
         self.telemetry.start(self.db)
+        self.replies.start()
         await self.server.start()
         await self.health.refresh()
         self._watch = asyncio.create_task(self.health.watch_database())
@@ -106,6 +109,7 @@ class App:
             await self.pipeline.settled(_STOP_SECONDS)
         await self.server.stop(_STOP_SECONDS)
         await self.events.stop()
+        await self.replies.stop()
         self.probe.close()
         if self.limiter is not None:
             await self.limiter.close()

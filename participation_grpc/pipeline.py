@@ -40,14 +40,17 @@ UNDECODABLE = _Undecodable()
 class Call:
     """One call as the steps and observers see it."""
 
-    __slots__ = ("_task", "caller", "context", "ended", "inside", "method", "name", "request_id",
-                 "span", "started", "streaming", "trace_id")
+    __slots__ = ("_task", "caller", "context", "ended", "inside", "method", "name", "request",
+                 "request_id", "span", "started", "streaming", "trace_id")
 
     def __init__(self, method: str, context: Context, streaming: bool = False) -> None:
         self.method = method  # "/participation.v1.ParticipationService/JoinActivity"
         self.name = method.rsplit("/", 1)[-1]  # "JoinActivity"
         self.context = context
         self.streaming = streaming  # the server sends a stream of responses
+        # The request message (a request stream: its iterator). Its own `request_id` field, on
+        # write requests, is contract 10's idempotency key, not the logs' request_id below.
+        self.request: Any = None
         self.caller: Caller | None = None  # set by the auth step
         self.started = time.monotonic()
         self.ended = False  # set when the server ends the call (shutdown), not the client
@@ -98,13 +101,18 @@ class AuthStep:
 
 
 class LimitStep:
-    """After auth: budgets belong to the token's user, and bad tokens spend none."""
+    """After auth: budgets belong to the token's user, and bad tokens spend none. Calls that
+    `exempt` names spend none either (replays of idempotent writes: replays.ReplayCheck)."""
 
-    def __init__(self, limiter: Limiter) -> None:
+    def __init__(self, limiter: Limiter,
+                 exempt: Callable[[Call], Awaitable[bool]] | None = None) -> None:
         self._limiter = limiter
+        self._exempt = exempt
 
     async def admit(self, call: Call) -> None:
         assert call.caller is not None, "LimitStep runs after AuthStep"
+        if self._exempt is not None and await self._exempt(call):
+            return
         user = str(call.caller.user_id)
         decision = await self._limiter.acquire(user, limit_class(call.name))
         metrics.rate_limit_decision(decision.limit_class, decision.allowed)
@@ -263,6 +271,7 @@ class Pipeline:
         raise TypeError(f"{method}: only async handlers can run in this server")
 
     async def _enter(self, call: Call, request: Any, guarded: bool) -> None:
+        call.request = request
         for observer in self.observers:
             await observer.started(call)
         if request is UNDECODABLE:

@@ -1,10 +1,12 @@
-"""EVENT_RETENTION_DAYS: events older than that are deleted, a small batch per transaction."""
+"""Rows past their time are deleted now and then, a small batch per transaction: events after
+EVENT_RETENTION_DAYS (Retention), replies of idempotent writes after 24 h (replays.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from participation_grpc import outbox
@@ -15,17 +17,17 @@ BATCH_SIZE = 1000
 INTERVAL_SECONDS = 300.0
 # Between batches, so a long backlog never holds row locks or the disk for long at a stretch.
 PAUSE_SECONDS = 0.05
+# Deletes up to n expired rows in one transaction; returns how many it deleted.
+Batch = Callable[[int], Awaitable[int]]
 
 
-class Retention:
-    """Every replica prunes now and then; the SQL lets one at a time do the work. With a relay,
-    only events it has passed are deleted, so events waiting for Redis are never lost."""
+class Pruner:
+    """Every replica prunes now and then: `batch` after `batch` until one comes back short."""
 
-    def __init__(self, db: Database, days: int, relayed_only: bool,
+    def __init__(self, what: str, batch: Batch,
                  interval_seconds: float = INTERVAL_SECONDS) -> None:
-        self._db = db
-        self._retention = timedelta(days=days)
-        self._relayed_only = relayed_only
+        self._what = what
+        self._batch = batch
         self._interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
 
@@ -39,11 +41,10 @@ class Retention:
                 await self._task
 
     async def prune(self) -> int:
-        """Deletes every expired event, batch by batch; returns how many."""
-        before = datetime.now(UTC) - self._retention
+        """Deletes every expired row, batch by batch; returns how many."""
         total = 0
         while True:
-            deleted = await outbox.prune(self._db, before, BATCH_SIZE, self._relayed_only)
+            deleted = await self._batch(BATCH_SIZE)
             total += deleted
             if deleted < BATCH_SIZE:
                 return total
@@ -54,8 +55,25 @@ class Retention:
             try:
                 deleted = await self.prune()
             except Exception:  # a failed run is tried again at the next interval
-                log.warning("pruning expired events failed", exc_info=True)
+                log.warning("pruning expired %s failed", self._what, exc_info=True)
             else:
                 if deleted:
-                    log.info("deleted %d events older than %s", deleted, self._retention)
+                    log.info("deleted %d expired %s", deleted, self._what)
             await asyncio.sleep(self._interval)
+
+
+class Retention(Pruner):
+    """Events older than EVENT_RETENTION_DAYS; the SQL lets one replica at a time do the work.
+    With a relay, only events it has passed are deleted, so events waiting for Redis are never
+    lost."""
+
+    def __init__(self, db: Database, days: int, relayed_only: bool,
+                 interval_seconds: float = INTERVAL_SECONDS) -> None:
+        super().__init__("events", self._events, interval_seconds)
+        self._db = db
+        self._retention = timedelta(days=days)
+        self._relayed_only = relayed_only
+
+    async def _events(self, limit: int) -> int:
+        before = datetime.now(UTC) - self._retention
+        return await outbox.prune(self._db, before, limit, self._relayed_only)

@@ -51,14 +51,18 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
                            ) -> pb.JoinActivityResponse:
         caller = current_caller.get()
         activity_id = uuid_field(request.activity_id, "activity_id")
-        row = await procedures.join_activity(self._db, activity_id, caller.user_id)
+        request_id = optional_uuid(request.request_id, "request_id")
+        row = await procedures.join_activity(self._db, activity_id, caller.user_id,
+                                             request_id)
         return to_message(pb.JoinActivityResponse, row)
 
     async def LeaveActivity(self, request: pb.LeaveActivityRequest, context: Context
                             ) -> pb.LeaveActivityResponse:
         caller = current_caller.get()
         activity_id = uuid_field(request.activity_id, "activity_id")
-        row = await procedures.leave_activity(self._db, activity_id, caller.user_id)
+        request_id = optional_uuid(request.request_id, "request_id")
+        row = await procedures.leave_activity(self._db, activity_id, caller.user_id,
+                                              request_id)
         return to_message(pb.LeaveActivityResponse, row)
 
     async def CancelParticipation(self, request: pb.CancelParticipationRequest, context: Context
@@ -66,8 +70,9 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         caller = current_caller.get()
         activity_id = uuid_field(request.activity_id, "activity_id")
         reason = max_length(request.reason, "reason", 500)
+        request_id = optional_uuid(request.request_id, "request_id")
         row = await procedures.cancel_participation(self._db, activity_id, caller.user_id,
-                                                    reason or None)
+                                                    reason or None, request_id)
         return to_message(pb.CancelParticipationResponse, row)
 
     async def ListParticipants(self, request: pb.ListParticipantsRequest, context: Context
@@ -98,7 +103,9 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         caller = current_caller.get()
         activity_id = uuid_field(request.activity_id, "activity_id")
         user_id = uuid_field(request.user_id, "user_id")
-        row = await procedures.promote_participant(self._db, activity_id, user_id, caller.user_id)
+        request_id = optional_uuid(request.request_id, "request_id")
+        row = await procedures.promote_participant(self._db, activity_id, user_id, caller.user_id,
+                                                   request_id)
         return to_message(pb.PromoteParticipantResponse, row)
 
     async def DemoteParticipant(self, request: pb.DemoteParticipantRequest, context: Context
@@ -106,7 +113,9 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         caller = current_caller.get()
         activity_id = uuid_field(request.activity_id, "activity_id")
         user_id = uuid_field(request.user_id, "user_id")
-        row = await procedures.demote_participant(self._db, activity_id, user_id, caller.user_id)
+        request_id = optional_uuid(request.request_id, "request_id")
+        row = await procedures.demote_participant(self._db, activity_id, user_id, caller.user_id,
+                                                  request_id)
         return to_message(pb.DemoteParticipantResponse, row)
 
     async def MarkAttendance(self, request: pb.MarkAttendanceRequest, context: Context
@@ -116,8 +125,10 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         entries = bounded_list(request.entries, "entries", 100, "TOO_MANY_UPDATES")
         user_ids = unique_ids((e.user_id for e in entries), "entries")
         statuses = [required_enum(_ATTENDANCE, e.status, "entries.status", _MARKS) for e in entries]
+        request_id = optional_uuid(request.request_id, "request_id")
         result = await procedures.mark_attendance(self._db, activity_id, caller.user_id,
-                                                  list(zip(user_ids, statuses, strict=True)))
+                                                  list(zip(user_ids, statuses, strict=True)),
+                                                  request_id)
         return to_message(pb.MarkAttendanceResponse, result)
 
     async def ConfirmAttendance(self, request: pb.ConfirmAttendanceRequest, context: Context
@@ -125,7 +136,9 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         caller = current_caller.get()
         activity_id = uuid_field(request.activity_id, "activity_id")
         user_id = uuid_field(request.user_id, "user_id")
-        row = await procedures.confirm_attendance(self._db, activity_id, user_id, caller.user_id)
+        request_id = optional_uuid(request.request_id, "request_id")
+        row = await procedures.confirm_attendance(self._db, activity_id, user_id, caller.user_id,
+                                                  request_id)
         return to_message(pb.ConfirmAttendanceResponse, row)
 
     async def ListPendingVerifications(self, request: pb.ListPendingVerificationsRequest,
@@ -143,29 +156,36 @@ class ParticipationServicer(pb_grpc.ParticipationServiceServicer):
         user_ids = unique_ids(invitees, "user_ids")
         message = max_length(request.message, "message", 1000)
         hours = int_range(request.expires_in_hours, "expires_in_hours", 0, 168)  # 0: the default
+        request_id = optional_uuid(request.request_id, "request_id")
         result = await procedures.send_invitations(self._db, activity_id, caller.user_id,
-                                                   user_ids, message or None, hours)
+                                                   user_ids, message or None, hours, request_id)
         return to_message(pb.SendInvitationsResponse, result)
 
     async def AcceptInvitation(self, request: pb.AcceptInvitationRequest, context: Context
                                ) -> pb.AcceptInvitationResponse:
         caller = current_caller.get()
         invitation_id = uuid_field(request.invitation_id, "invitation_id")
-        row = await procedures.accept_invitation(self._db, invitation_id, caller.user_id)
+        request_id = optional_uuid(request.request_id, "request_id")
+        row = await procedures.accept_invitation(self._db, invitation_id, caller.user_id,
+                                                  request_id)
         return to_message(pb.AcceptInvitationResponse, row)
 
     async def DeclineInvitation(self, request: pb.DeclineInvitationRequest, context: Context
                                 ) -> pb.DeclineInvitationResponse:
         caller = current_caller.get()
         invitation_id = uuid_field(request.invitation_id, "invitation_id")
-        row = await procedures.decline_invitation(self._db, invitation_id, caller.user_id)
+        request_id = optional_uuid(request.request_id, "request_id")
+        row = await procedures.decline_invitation(self._db, invitation_id, caller.user_id,
+                                                   request_id)
         return to_message(pb.DeclineInvitationResponse, row)
 
     async def CancelInvitation(self, request: pb.CancelInvitationRequest, context: Context
                                ) -> pb.CancelInvitationResponse:
         caller = current_caller.get()
         invitation_id = uuid_field(request.invitation_id, "invitation_id")
-        row = await procedures.cancel_invitation(self._db, invitation_id, caller.user_id)
+        request_id = optional_uuid(request.request_id, "request_id")
+        row = await procedures.cancel_invitation(self._db, invitation_id, caller.user_id,
+                                                  request_id)
         return to_message(pb.CancelInvitationResponse, row)
 
     async def ListReceivedInvitations(self, request: pb.ListReceivedInvitationsRequest,

@@ -57,7 +57,7 @@ out = {
         pb.JoinActivityRequest(activity_id=activity), metadata=auth).participation_status),
     "limited": failure(lambda: stub.LeaveActivity(pb.LeaveActivityRequest(activity_id=activity),
                                                   metadata=auth)),
-    "proto": (files("participation_grpc.protos") / "participation/v1/participation.proto").read_text()[:2000],
+    "proto": (files("participation_grpc.protos") / "participation/v1/participation.proto").read_text()[:4000],
     "server_modules": sorted(m for m in sys.modules
                              if m.split(".")[0] in ("asyncpg", "redis", "jwt", "grpc_status", "grpc_health")),
 }

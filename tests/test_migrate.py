@@ -36,7 +36,7 @@ async def test_migrate_twice_applies_nothing_the_second_time(empty_database: str
     again = await migrate(empty_database)
     assert again.applied == [] and again.kinds == {}
     assert (await procedures(empty_database))["sp_join_activity"] == [
-        "p_activity_id uuid, p_user_id uuid"]
+        "p_activity_id uuid, p_user_id uuid, p_request_id uuid"]
 
 
 async def test_concurrent_migrations_from_several_replicas_all_succeed(empty_database: str) -> None:
@@ -57,8 +57,8 @@ async def test_migrate_replaces_older_procedures_with_other_signatures(empty_dat
     await conn.close()
     await migrate(empty_database)
     found = await procedures(empty_database)
-    assert found["sp_join_activity"] == ["p_activity_id uuid, p_user_id uuid"]
-    assert found["sp_leave_activity"] == ["p_activity_id uuid, p_user_id uuid"]
+    assert found["sp_join_activity"] == ["p_activity_id uuid, p_user_id uuid, p_request_id uuid"]
+    assert found["sp_leave_activity"] == ["p_activity_id uuid, p_user_id uuid, p_request_id uuid"]
     # An old overload created after a migration is removed by the next one too.
     conn = await asyncpg.connect(empty_database)
     await conn.execute("CREATE FUNCTION activity.sp_join_activity(p_activity_id uuid) "
@@ -66,7 +66,7 @@ async def test_migrate_replaces_older_procedures_with_other_signatures(empty_dat
     await conn.close()
     assert (await migrate(empty_database)).applied == ["procedures"]
     assert (await procedures(empty_database))["sp_join_activity"] == [
-        "p_activity_id uuid, p_user_id uuid"]
+        "p_activity_id uuid, p_user_id uuid, p_request_id uuid"]
 
 
 async def test_migrate_keeps_platform_tables_and_repairs_predecessor_waitlist(

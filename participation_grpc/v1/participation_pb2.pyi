@@ -13,7 +13,8 @@ also carries google.rpc.BadRequest field violations; RESOURCE_EXHAUSTED
 carries google.rpc.RetryInfo and google.rpc.QuotaFailure. Reasons shared by
 every RPC and therefore not repeated below:
   UNAUTHENTICATED     TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED
-  INVALID_ARGUMENT    INVALID_ARGUMENT (malformed id, bad enum, bad page token or size)
+  INVALID_ARGUMENT    INVALID_ARGUMENT (malformed id, bad enum, bad page token or size),
+                      REQUEST_ID_REUSED (write RPCs: see Idempotent writes below)
   RESOURCE_EXHAUSTED  RATE_LIMITED
   UNAVAILABLE         DATABASE_UNAVAILABLE, SHUTTING_DOWN
   INTERNAL            INTERNAL (details are logged on the server only)
@@ -28,6 +29,20 @@ so rows added or removed between calls never make a page skip or repeat rows.
 A page costs its own rows, whatever the size of the activity: where a
 counter covers the list, `total_size` comes from it (each list's response
 says which); elsewhere it is a count of the matching rows.
+
+Idempotent writes (AIP-155): every write request has an optional
+`request_id`, a UUID the caller picks for one request (empty = none; not a
+UUID in canonical form = INVALID_ARGUMENT naming `request_id`). A call that
+repeats an earlier successful call with the same request_id (same caller,
+same RPC, same fields) within 24 hours gets the first call's response again
+and changes nothing: a JoinActivity retried after a lost reply answers
+REGISTERED again (not ALREADY_JOINED), with the first call's joined_at, and
+writes no second event. A repeat sent while the first call still runs waits
+for it and gets its response. The same request_id with other fields or
+another RPC is INVALID_ARGUMENT REQUEST_ID_REUSED. A call that failed is not
+remembered: its retry is evaluated afresh. A repeat answered from the first
+call's response does not count against the rate limit (one sent while the
+first still runs does). Use a new request_id for each new request.
 """
 
 from collections import abc as _abc
@@ -271,15 +286,22 @@ class JoinActivityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     activity_id: _builtins.str
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         activity_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -330,15 +352,22 @@ class LeaveActivityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     activity_id: _builtins.str
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         activity_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -386,18 +415,25 @@ class CancelParticipationRequest(_message.Message):
 
     ACTIVITY_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     activity_id: _builtins.str
     reason: _builtins.str
     """Optional, at most 500 characters; stored with the participation record."""
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         activity_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -683,18 +719,25 @@ class PromoteParticipantRequest(_message.Message):
 
     ACTIVITY_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     activity_id: _builtins.str
     user_id: _builtins.str
     """The member to promote."""
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         activity_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -732,18 +775,25 @@ class DemoteParticipantRequest(_message.Message):
 
     ACTIVITY_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     activity_id: _builtins.str
     user_id: _builtins.str
     """The co-organizer to demote."""
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         activity_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -831,7 +881,13 @@ class MarkAttendanceRequest(_message.Message):
 
     ACTIVITY_ID_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     activity_id: _builtins.str
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttendanceEntry]:
         """1..100 entries, each user at most once."""
@@ -841,10 +897,11 @@ class MarkAttendanceRequest(_message.Message):
         *,
         activity_id: _builtins.str = ...,
         entries: _abc.Iterable[Global___AttendanceEntry] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "entries", b"entries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "entries", b"entries", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -883,18 +940,25 @@ class ConfirmAttendanceRequest(_message.Message):
 
     ACTIVITY_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     activity_id: _builtins.str
     user_id: _builtins.str
     """The participant being confirmed."""
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         activity_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1106,11 +1170,17 @@ class SendInvitationsRequest(_message.Message):
     USER_IDS_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     EXPIRES_IN_HOURS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     activity_id: _builtins.str
     message: _builtins.str
     """Optional, at most 1000 characters."""
     expires_in_hours: _builtins.int
     """1..168; 0 means 72."""
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     @_builtins.property
     def user_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """1..50 distinct user ids."""
@@ -1122,10 +1192,11 @@ class SendInvitationsRequest(_message.Message):
         user_ids: _abc.Iterable[_builtins.str] | None = ...,
         message: _builtins.str = ...,
         expires_in_hours: _builtins.int = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "expires_in_hours", b"expires_in_hours", "message", b"message", "user_ids", b"user_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "expires_in_hours", b"expires_in_hours", "message", b"message", "request_id", b"request_id", "user_ids", b"user_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1163,15 +1234,22 @@ class AcceptInvitationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INVITATION_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     invitation_id: _builtins.str
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         invitation_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitation_id", b"invitation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitation_id", b"invitation_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1212,15 +1290,22 @@ class DeclineInvitationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INVITATION_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     invitation_id: _builtins.str
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         invitation_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitation_id", b"invitation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitation_id", b"invitation_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1253,15 +1338,22 @@ class CancelInvitationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INVITATION_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     invitation_id: _builtins.str
+    request_id: _builtins.str
+    """Optional UUID naming this request: a retry with the same request_id within
+    24 hours gets the first response and changes nothing (AIP-155; see
+    "Idempotent writes" at the top of this file).
+    """
     def __init__(
         self,
         *,
         invitation_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitation_id", b"invitation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invitation_id", b"invitation_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -13,7 +13,8 @@ also carries google.rpc.BadRequest field violations; RESOURCE_EXHAUSTED
 carries google.rpc.RetryInfo and google.rpc.QuotaFailure. Reasons shared by
 every RPC and therefore not repeated below:
   UNAUTHENTICATED     TOKEN_MISSING, TOKEN_INVALID, TOKEN_EXPIRED
-  INVALID_ARGUMENT    INVALID_ARGUMENT (malformed id, bad enum, bad page token or size)
+  INVALID_ARGUMENT    INVALID_ARGUMENT (malformed id, bad enum, bad page token or size),
+                      REQUEST_ID_REUSED (write RPCs: see Idempotent writes below)
   RESOURCE_EXHAUSTED  RATE_LIMITED
   UNAVAILABLE         DATABASE_UNAVAILABLE, SHUTTING_DOWN
   INTERNAL            INTERNAL (details are logged on the server only)
@@ -28,6 +29,20 @@ so rows added or removed between calls never make a page skip or repeat rows.
 A page costs its own rows, whatever the size of the activity: where a
 counter covers the list, `total_size` comes from it (each list's response
 says which); elsewhere it is a count of the matching rows.
+
+Idempotent writes (AIP-155): every write request has an optional
+`request_id`, a UUID the caller picks for one request (empty = none; not a
+UUID in canonical form = INVALID_ARGUMENT naming `request_id`). A call that
+repeats an earlier successful call with the same request_id (same caller,
+same RPC, same fields) within 24 hours gets the first call's response again
+and changes nothing: a JoinActivity retried after a lost reply answers
+REGISTERED again (not ALREADY_JOINED), with the first call's joined_at, and
+writes no second event. A repeat sent while the first call still runs waits
+for it and gets its response. The same request_id with other fields or
+another RPC is INVALID_ARGUMENT REQUEST_ID_REUSED. A call that failed is not
+remembered: its retry is evaluated afresh. A repeat answered from the first
+call's response does not count against the rate limit (one sent while the
+first still runs does). Use a new request_id for each new request.
 """
 
 from collections import abc as _abc

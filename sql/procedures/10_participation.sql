@@ -1,13 +1,21 @@
 -- Joining, leaving, cancelling and the participation lists (contract 4.1-4.3, 4.6).
 
-CREATE OR REPLACE FUNCTION activity.sp_join_activity(p_activity_id uuid, p_user_id uuid)
+CREATE OR REPLACE FUNCTION activity.sp_join_activity(p_activity_id uuid, p_user_id uuid,
+                                                     p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (activity_id uuid, user_id uuid, participation_status text, role text,
                waitlist_position integer, joined_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_request jsonb := jsonb_build_array(p_activity_id);
+    v_reply jsonb := activity.pa_replay(p_user_id, p_request_id, 'JoinActivity', v_request);
     a activity.activities;
     r record;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(activity_id uuid, user_id uuid,
+            participation_status text, role text, waitlist_position integer, joined_at timestamptz);
+        RETURN;
+    END IF;
     -- Every join of this activity queues here: capacity and positions are decided one at a time.
     a := activity.pa_lock_activity(p_activity_id);
     r := activity.pa_admit(a, p_user_id, activity.pa_check_join(a, p_activity_id, p_user_id, false));
@@ -17,6 +25,12 @@ BEGIN
     role := r.role;
     waitlist_position := r.waitlist_position;
     joined_at := r.joined_at;
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_user_id, p_request_id, 'JoinActivity', v_request,
+            jsonb_build_object('activity_id', activity_id, 'user_id', user_id,
+                               'participation_status', participation_status, 'role', role,
+                               'waitlist_position', waitlist_position, 'joined_at', joined_at));
+    END IF;
     RETURN NEXT;
 END $$;
 
@@ -66,14 +80,23 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION activity.sp_leave_activity(p_activity_id uuid, p_user_id uuid)
+CREATE OR REPLACE FUNCTION activity.sp_leave_activity(p_activity_id uuid, p_user_id uuid,
+                                                      p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (activity_id uuid, user_id uuid, left_at timestamptz, was_waitlisted boolean,
                promoted_user_ids uuid[])
 LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
+    v_request jsonb := jsonb_build_array(p_activity_id);
+    v_reply jsonb := activity.pa_replay(p_user_id, p_request_id, 'LeaveActivity', v_request);
+    a activity.activities;
     v_free integer;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(activity_id uuid, user_id uuid,
+            left_at timestamptz, was_waitlisted boolean, promoted_user_ids uuid[]);
+        RETURN;
+    END IF;
+    a := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
     activity_id := p_activity_id;
     user_id := p_user_id;
     left_at := now();
@@ -88,18 +111,34 @@ BEGIN
         END IF;
         promoted_user_ids := activity.pa_fill_seats(a, v_free);
     END IF;
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_user_id, p_request_id, 'LeaveActivity', v_request,
+            jsonb_build_object('activity_id', activity_id, 'user_id', user_id, 'left_at', left_at,
+                               'was_waitlisted', was_waitlisted,
+                               'promoted_user_ids', promoted_user_ids));
+    END IF;
     RETURN NEXT;
 END $$;
 
 CREATE OR REPLACE FUNCTION activity.sp_cancel_participation(p_activity_id uuid, p_user_id uuid,
-                                                            p_reason text DEFAULT NULL)
+                                                            p_reason text DEFAULT NULL,
+                                                            p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (activity_id uuid, user_id uuid, participation_status text,
                cancelled_at timestamptz, promoted_user_ids uuid[])
 LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
-    v_free integer := activity.pa_cancel(p_activity_id, p_user_id, p_reason, p_user_id);
+    v_request jsonb := jsonb_build_array(p_activity_id, p_reason);
+    v_reply jsonb := activity.pa_replay(p_user_id, p_request_id, 'CancelParticipation', v_request);
+    a activity.activities;
+    v_free integer;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(activity_id uuid, user_id uuid,
+            participation_status text, cancelled_at timestamptz, promoted_user_ids uuid[]);
+        RETURN;
+    END IF;
+    a := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
+    v_free := activity.pa_cancel(p_activity_id, p_user_id, p_reason, p_user_id);
     IF v_free IS NULL THEN
         PERFORM activity.pa_refuse_cancel(a, p_user_id);
     END IF;
@@ -108,6 +147,13 @@ BEGIN
     participation_status := 'cancelled';
     cancelled_at := now();
     promoted_user_ids := activity.pa_fill_seats(a, v_free);
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_user_id, p_request_id, 'CancelParticipation', v_request,
+            jsonb_build_object('activity_id', activity_id, 'user_id', user_id,
+                               'participation_status', participation_status,
+                               'cancelled_at', cancelled_at,
+                               'promoted_user_ids', promoted_user_ids));
+    END IF;
     RETURN NEXT;
 END $$;
 

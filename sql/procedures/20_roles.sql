@@ -43,14 +43,24 @@ END $$;
 
 -- Roles change under the activity lock, like every other change to an activity's participants.
 CREATE OR REPLACE FUNCTION activity.sp_promote_participant(p_activity_id uuid, p_user_id uuid,
-                                                           p_acting_user_id uuid)
+                                                           p_acting_user_id uuid,
+                                                           p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (activity_id uuid, user_id uuid, role text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
+    v_request jsonb := jsonb_build_array(p_activity_id, p_user_id);
+    v_reply jsonb := activity.pa_replay(p_acting_user_id, p_request_id, 'PromoteParticipant',
+                                        v_request);
+    a activity.activities;
     ids jsonb := jsonb_build_object('activity_id', p_activity_id, 'user_id', p_user_id);
     v_role text;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply)
+                                   AS x(activity_id uuid, user_id uuid, role text);
+        RETURN;
+    END IF;
+    a := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
     PERFORM activity.pa_require_organizer(a, p_acting_user_id);
     v_role := activity.pa_registered_role(p_activity_id, p_user_id);
     IF v_role = 'co_organizer' THEN
@@ -65,16 +75,32 @@ BEGIN
                                   ids);
     END IF;
     PERFORM activity.pa_set_role(p_activity_id, p_user_id, 'co_organizer', p_acting_user_id);
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_acting_user_id, p_request_id, 'PromoteParticipant',
+                                     v_request,
+            jsonb_build_object('activity_id', p_activity_id, 'user_id', p_user_id,
+                               'role', 'co_organizer'));
+    END IF;
     RETURN QUERY SELECT p_activity_id, p_user_id, 'co_organizer'::text;
 END $$;
 
 CREATE OR REPLACE FUNCTION activity.sp_demote_participant(p_activity_id uuid, p_user_id uuid,
-                                                          p_acting_user_id uuid)
+                                                          p_acting_user_id uuid,
+                                                          p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (activity_id uuid, user_id uuid, role text)
 LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
+    v_request jsonb := jsonb_build_array(p_activity_id, p_user_id);
+    v_reply jsonb := activity.pa_replay(p_acting_user_id, p_request_id, 'DemoteParticipant',
+                                        v_request);
+    a activity.activities;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply)
+                                   AS x(activity_id uuid, user_id uuid, role text);
+        RETURN;
+    END IF;
+    a := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
     PERFORM activity.pa_require_organizer(a, p_acting_user_id);
     IF activity.pa_registered_role(p_activity_id, p_user_id) IS DISTINCT FROM 'co_organizer' THEN
         PERFORM activity.pa_raise('PA009', 'NOT_CO_ORGANIZER', 'The participant is not a co-organizer',
@@ -82,5 +108,10 @@ BEGIN
                                                      'user_id', p_user_id));
     END IF;
     PERFORM activity.pa_set_role(p_activity_id, p_user_id, 'member', p_acting_user_id);
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_acting_user_id, p_request_id, 'DemoteParticipant', v_request,
+            jsonb_build_object('activity_id', p_activity_id, 'user_id', p_user_id,
+                               'role', 'member'));
+    END IF;
     RETURN QUERY SELECT p_activity_id, p_user_id, 'member'::text;
 END $$;

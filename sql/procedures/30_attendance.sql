@@ -4,15 +4,25 @@
 -- p_entries: [{"user_id": uuid, "status": "attended" | "no_show"}]. Users who are not registered
 -- participants come back in failures (NOT_A_PARTICIPANT), in request order.
 CREATE OR REPLACE FUNCTION activity.sp_mark_attendance(p_activity_id uuid, p_acting_user_id uuid,
-                                                       p_entries jsonb DEFAULT '[]')
+                                                       p_entries jsonb DEFAULT '[]',
+                                                       p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (activity_id uuid, updated_count integer, failures jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
+    v_request jsonb := jsonb_build_array(p_activity_id, p_entries);
+    v_reply jsonb := activity.pa_replay(p_acting_user_id, p_request_id, 'MarkAttendance',
+                                        v_request);
+    a activity.activities;
     v_updated integer := 0;
     v_failures jsonb := '[]';
     e record;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply)
+                                   AS x(activity_id uuid, updated_count integer, failures jsonb);
+        RETURN;
+    END IF;
+    a := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
     PERFORM activity.pa_require_manager(a, p_acting_user_id);
     IF a.scheduled_at > now() THEN
         PERFORM activity.pa_raise('PA009', 'ACTIVITY_NOT_COMPLETED',
@@ -33,6 +43,11 @@ BEGIN
                           || jsonb_build_object('user_id', e.user_id, 'reason', 'NOT_A_PARTICIPANT');
         END IF;
     END LOOP;
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_acting_user_id, p_request_id, 'MarkAttendance', v_request,
+            jsonb_build_object('activity_id', p_activity_id, 'updated_count', v_updated,
+                               'failures', v_failures));
+    END IF;
     RETURN QUERY SELECT p_activity_id, v_updated, v_failures;
 END $$;
 
@@ -74,13 +89,22 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION activity.sp_confirm_attendance(p_activity_id uuid, p_user_id uuid,
-                                                          p_acting_user_id uuid)
+                                                          p_acting_user_id uuid,
+                                                          p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (confirmation_id uuid, activity_id uuid, user_id uuid, verification_count integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     ids jsonb := jsonb_build_object('activity_id', p_activity_id, 'user_id', p_user_id);
+    v_request jsonb := jsonb_build_array(p_activity_id, p_user_id);
+    v_reply jsonb := activity.pa_replay(p_acting_user_id, p_request_id, 'ConfirmAttendance',
+                                        v_request);
     r record;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(confirmation_id uuid,
+            activity_id uuid, user_id uuid, verification_count integer);
+        RETURN;
+    END IF;
     IF p_user_id = p_acting_user_id THEN
         PERFORM activity.pa_raise('PA003', 'SELF_CONFIRMATION', 'You cannot confirm yourself',
                                   ids || jsonb_build_object('field', 'user_id'));
@@ -102,6 +126,11 @@ BEGIN
     activity_id := p_activity_id;
     user_id := p_user_id;
     verification_count := r.verification_count;
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_acting_user_id, p_request_id, 'ConfirmAttendance', v_request,
+            jsonb_build_object('confirmation_id', confirmation_id, 'activity_id', activity_id,
+                               'user_id', user_id, 'verification_count', verification_count));
+    END IF;
     RETURN NEXT;
 END $$;
 

@@ -72,17 +72,26 @@ END $$;
 -- activity lock keeps two senders from both creating a pending invitation for the same user.
 CREATE OR REPLACE FUNCTION activity.sp_send_invitations(p_activity_id uuid, p_acting_user_id uuid,
     p_user_ids uuid[] DEFAULT '{}', p_message text DEFAULT NULL,
-    p_expires_in_hours integer DEFAULT NULL)
+    p_expires_in_hours integer DEFAULT NULL, p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (activity_id uuid, invitations json, failures jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
     v_hours integer := coalesce(nullif(p_expires_in_hours, 0), 72);  -- contract 2's default
+    v_request jsonb := jsonb_build_array(p_activity_id, p_user_ids, p_message, v_hours);
+    v_reply jsonb := activity.pa_replay(p_acting_user_id, p_request_id, 'SendInvitations',
+                                        v_request);
+    a activity.activities;
     v_created uuid[] := '{}';
     v_failures jsonb := '[]';
     v_invitee uuid;
     v_reason text;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply)
+                                   AS x(activity_id uuid, invitations json, failures jsonb);
+        RETURN;
+    END IF;
+    a := activity.pa_lock_visible_activity(p_activity_id, p_acting_user_id);
     PERFORM activity.pa_check_inviting(a, p_acting_user_id);
     FOREACH v_invitee IN ARRAY p_user_ids LOOP
         v_reason := activity.pa_invitation_refusal(a, p_acting_user_id, v_invitee);
@@ -98,6 +107,11 @@ BEGIN
                              FROM activity.pa_invitations() v
                              WHERE v.invitation_id = ANY (v_created)), '[]');
     failures := v_failures;
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_acting_user_id, p_request_id, 'SendInvitations', v_request,
+            jsonb_build_object('activity_id', activity_id, 'invitations', invitations,
+                               'failures', failures));
+    END IF;
     RETURN NEXT;
 END $$;
 
@@ -169,52 +183,91 @@ END $$;
 
 -- Every join check except the invitation requirement, then registered or waitlisted exactly as
 -- a join, under the same activity lock.
-CREATE OR REPLACE FUNCTION activity.sp_accept_invitation(p_invitation_id uuid, p_user_id uuid)
+CREATE OR REPLACE FUNCTION activity.sp_accept_invitation(p_invitation_id uuid, p_user_id uuid,
+                                                         p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (invitation_id uuid, activity_id uuid, participation_status text,
                waitlist_position integer)
 LANGUAGE plpgsql AS $$
 DECLARE
-    a activity.activities := activity.pa_lock_invitation_activity(p_invitation_id);
-    i activity.activity_invitations := activity.pa_lock_open_invitation(p_invitation_id,
-                                                                        p_user_id, true);
+    v_request jsonb := jsonb_build_array(p_invitation_id);
+    v_reply jsonb := activity.pa_replay(p_user_id, p_request_id, 'AcceptInvitation', v_request);
+    a activity.activities;
+    i activity.activity_invitations;
     r record;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(invitation_id uuid,
+            activity_id uuid, participation_status text, waitlist_position integer);
+        RETURN;
+    END IF;
+    a := activity.pa_lock_invitation_activity(p_invitation_id);
+    i := activity.pa_lock_open_invitation(p_invitation_id, p_user_id, true);
     PERFORM activity.pa_check_join(a, i.activity_id, p_user_id, true);
     r := activity.pa_admit(a, p_user_id, p_invitation_id);
     invitation_id := p_invitation_id;
     activity_id := i.activity_id;
     participation_status := r.participation_status;
     waitlist_position := r.waitlist_position;
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_user_id, p_request_id, 'AcceptInvitation', v_request,
+            jsonb_build_object('invitation_id', invitation_id, 'activity_id', activity_id,
+                               'participation_status', participation_status,
+                               'waitlist_position', waitlist_position));
+    END IF;
     RETURN NEXT;
 END $$;
 
-CREATE OR REPLACE FUNCTION activity.sp_decline_invitation(p_invitation_id uuid, p_user_id uuid)
+CREATE OR REPLACE FUNCTION activity.sp_decline_invitation(p_invitation_id uuid, p_user_id uuid,
+                                                          p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (invitation_id uuid, activity_id uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_request jsonb := jsonb_build_array(p_invitation_id);
+    v_reply jsonb := activity.pa_replay(p_user_id, p_request_id, 'DeclineInvitation', v_request);
     i activity.activity_invitations;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply)
+                                   AS x(invitation_id uuid, activity_id uuid);
+        RETURN;
+    END IF;
     PERFORM activity.pa_lock_invitation_activity(p_invitation_id);
     i := activity.pa_lock_open_invitation(p_invitation_id, p_user_id, true);
     PERFORM activity.pa_close_invitation(p_invitation_id, 'declined', p_user_id);
     invitation_id := p_invitation_id;
     activity_id := i.activity_id;
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_user_id, p_request_id, 'DeclineInvitation', v_request,
+            jsonb_build_object('invitation_id', invitation_id, 'activity_id', activity_id));
+    END IF;
     RETURN NEXT;
 END $$;
 
 -- The sender, the organizer and co-organizers may cancel; the invitee may not; to anyone else
 -- the invitation does not exist.
-CREATE OR REPLACE FUNCTION activity.sp_cancel_invitation(p_invitation_id uuid, p_user_id uuid)
+CREATE OR REPLACE FUNCTION activity.sp_cancel_invitation(p_invitation_id uuid, p_user_id uuid,
+                                                         p_request_id uuid DEFAULT NULL)
 RETURNS TABLE (invitation_id uuid, activity_id uuid)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_request jsonb := jsonb_build_array(p_invitation_id);
+    v_reply jsonb := activity.pa_replay(p_user_id, p_request_id, 'CancelInvitation', v_request);
     i activity.activity_invitations;
 BEGIN
+    IF v_reply IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply)
+                                   AS x(invitation_id uuid, activity_id uuid);
+        RETURN;
+    END IF;
     PERFORM activity.pa_lock_invitation_activity(p_invitation_id);
     i := activity.pa_lock_open_invitation(p_invitation_id, p_user_id, false);
     PERFORM activity.pa_close_invitation(p_invitation_id, 'cancelled', p_user_id);
     invitation_id := p_invitation_id;
     activity_id := i.activity_id;
+    IF p_request_id IS NOT NULL THEN
+        PERFORM activity.pa_remember(p_user_id, p_request_id, 'CancelInvitation', v_request,
+            jsonb_build_object('invitation_id', invitation_id, 'activity_id', activity_id));
+    END IF;
     RETURN NEXT;
 END $$;
 
