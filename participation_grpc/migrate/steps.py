@@ -30,7 +30,10 @@ from participation_grpc.migrate.report import MigrationError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-LOCK_TIMEOUT_MS = 200
+LOCK_TIMEOUT_MS = 100
+# Sorts and hashes of a whole table (0002's and 0004's window over the waitlist) stay in memory
+# instead of spilling to disk, while a step holds its locks.
+WORK_MEM = "64MB"
 _RETRY_SQLSTATES = frozenset({"55P03", "40P01"})  # lock_not_available, deadlock_detected
 _INDEX = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+ON\s+(\w+)\.(\w+)(.*?);",
                     re.IGNORECASE | re.DOTALL)
@@ -51,10 +54,14 @@ class Steps:
         deadline = time.monotonic() + self.patience
         pause = 0.05
         while True:
+            began = time.monotonic()
             try:
                 async with self.conn.transaction():
-                    await self.conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
-                    return await work(self.conn)
+                    await self.conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'; "
+                                            f"SET LOCAL work_mem = '{WORK_MEM}'")
+                    result = await work(self.conn)
+                log.debug("%s: its transaction took %.3f s", what, time.monotonic() - began)
+                return result
             except asyncpg.PostgresError as exc:
                 if exc.sqlstate not in _RETRY_SQLSTATES:
                     raise MigrationError(f"{what} failed and was rolled back: {_one_line(exc)}") from exc
@@ -118,6 +125,28 @@ class Steps:
             raise MigrationError(f"index {name} could not be built: {_one_line(exc)}") from exc
         finally:
             await self.conn.execute("RESET lock_timeout")
+
+    async def drop_index(self, schema: str, name: str) -> None:
+        """DROP INDEX CONCURRENTLY (blocks nobody; waits, up to `patience`, for transactions
+        using the table)."""
+        if self.dry_run:
+            await self.execute(f"index {name}", f"DROP INDEX IF EXISTS {schema}.{name}")
+            return
+        await self.conn.execute(f"SET lock_timeout = '{int(self.patience * 1000)}ms'")
+        try:
+            await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"index {name} could not be dropped: {_one_line(exc)}") from exc
+        finally:
+            await self.conn.execute("RESET lock_timeout")
+
+    async def vacuum(self, table: str) -> None:
+        """Marks the table's pages all-visible, so that an index-only scan reads no row (and
+        refreshes its statistics). A dry run, being one transaction, only analyzes it."""
+        if self.dry_run:
+            await self.execute(f"analyzing {table}", f"ANALYZE {table}")
+        else:
+            await self.conn.execute(f"VACUUM (ANALYZE) {table}")
 
     async def prebuild_indexes(self, migration: str) -> None:
         """Build the indexes a pending migration creates (`CREATE INDEX IF NOT EXISTS`) before
