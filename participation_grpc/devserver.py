@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -93,8 +94,10 @@ def _banner(settings: Settings, app: App, server: object | None) -> None:
     where = (f"embedded PostgreSQL; its data stays in {project_dir() / '.pgdata'}"
              if server is not None else "from the environment")
     limits = settings.rate_limits
-    # A self-signed TLS_CERT_FILE is its own CA; under mTLS add -cert and -key of a client.
-    transport = f"-cacert {settings.tls_cert_file}" if settings.tls else "-plaintext"
+    # A self-signed TLS_CERT_FILE is its own CA (a chain file holding its CA works too); under
+    # mTLS the lines need a client's -cert and -key as well, which only the user has.
+    transport = (f"-cacert {shlex.quote(settings.tls_cert_file or '')}" if settings.tls
+                 else "-plaintext")
     lines = [
         "",
         f"participation-grpc dev is serving on {address} "
@@ -120,16 +123,18 @@ def _banner(settings: Settings, app: App, server: object | None) -> None:
             f"-d '{{\"activity_id\":\"{SUNDAY_RUN_ID}\"}}' {address} {JOIN}",
             "",
             "Watch demo's Saturday hike (demo organizes it; events arrive as they commit)...",
-            f"  {grpcurl} -plaintext -H \"authorization: Bearer {token}\" "
+            f"  {grpcurl} {transport} -H \"authorization: Bearer {token}\" "
             f"-d '{{\"activity_id\":\"{SATURDAY_HIKE_ID}\"}}' {address} {WATCH}",
             "...and in another shell let finn join it (WAITLISTED at 3 shows up in the first):",
-            f"  {grpcurl} -plaintext -H \"authorization: Bearer "
+            f"  {grpcurl} {transport} -H \"authorization: Bearer "
             f"{mint_token(settings, FINN_USER_ID, TOKEN_TTL_SECONDS)}\" "
             f"-d '{{\"activity_id\":\"{SATURDAY_HIKE_ID}\"}}' {address} {JOIN}",
         ]
     else:
         lines.append(f"  JWT_ALGORITHM={settings.jwt_algorithm}: no development token "
                      "(tokens come from your identity service)")
+    if settings.tls_client_ca_file:
+        lines.append("(mTLS: add -cert and -key of a client certificate to each grpcurl line)")
     lines += [
         "",
         f"List the services (no token needed):  {grpcurl} {transport} {address} list",

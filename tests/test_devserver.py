@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import signal
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,6 +22,7 @@ from participation_grpc.demo import (
 )
 from participation_grpc.devserver import run_dev
 from participation_grpc.settings import Settings
+from tests.certs import Authority
 
 DEMO_ACTIVITIES = "activity_id::text LIKE 'a0000000-0000-4000-8000-%'"
 
@@ -92,11 +94,22 @@ async def test_reloading_resets_the_demo_activities(database_url: str) -> None:
         await conn.close()
 
 
+@pytest.mark.parametrize("transport", ["plaintext", "tls"])
 async def test_dev_prints_a_join_command_that_works(
-    database_url: str, capsys: pytest.CaptureFixture[str]
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, transport: str
 ) -> None:
+    cert_file = key_file = None
+    if transport == "tls":
+        # TLS_CERT_FILE as a chain (server, then its CA): the banner's -cacert trusts the CA
+        # in it, as it trusts a self-signed certificate that is its own CA.
+        authority = Authority(tmp_path)
+        server = authority.server()
+        chain = tmp_path / "chain.pem"
+        chain.write_bytes(server.cert.read_bytes() + authority.cert.read_bytes())
+        cert_file, key_file = str(chain), str(server.key)
     settings = Settings(database_url=database_url, grpc_port=0, rate_limit_enabled=False,
-                        shutdown_grace_seconds=2.0)
+                        shutdown_grace_seconds=2.0, tls_cert_file=cert_file,
+                        tls_key_file=key_file)
     dev = asyncio.create_task(run_dev(settings))
     loop = asyncio.get_running_loop()
     try:
@@ -109,6 +122,10 @@ async def test_dev_prints_a_join_command_that_works(
         if dev.done():
             await dev  # raises what stopped it before the banner
         command = next(line.strip() for line in printed.splitlines() if "JoinActivity" in line)
+        grpcurl_lines = [line for line in printed.splitlines() if "grpcurl -" in line]
+        assert len(grpcurl_lines) == 4  # join, watch, finn's join, list
+        expected = "-cacert" if cert_file else "-plaintext"
+        assert all(expected in line for line in grpcurl_lines), grpcurl_lines
         grpcurl = await asyncio.create_subprocess_exec(
             *shlex.split(command), stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE)
