@@ -20,7 +20,9 @@ import redis.asyncio as aioredis
 from participation_grpc.relay import Relay
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import serving, test_settings
+from tests.network import free_port
 from tests.redis_server import RedisServer, redis_url
+from tests.test_metrics import scrape, value
 
 DEADLINE_SECONDS = 60.0  # a guard against hanging, never a measure of speed
 
@@ -356,7 +358,6 @@ async def test_a_killed_relayer_is_replaced_and_nothing_is_lost(
         await standby.stop()
 
 
-
 async def test_with_events_stream_set_the_service_relays_what_its_rpcs_write(
         database_url: str, shared_redis: tuple[aioredis.Redis, str]) -> None:
     client, stream = shared_redis
@@ -379,3 +380,47 @@ async def test_with_events_stream_set_the_service_relays_what_its_rpcs_write(
         async def caught_up() -> bool:  # the batch commits just after the XADD
             return relay.lag_seconds == 0
         await eventually(caught_up, "the relay reporting no lag")
+
+
+async def test_the_service_exports_the_relay_lag_while_redis_is_down_and_relays_on_return(
+        database_url: str, private_redis: RedisServer) -> None:
+    stream, port = "participation.events", free_port()
+    settings = test_settings(database_url, events_stream=stream,
+                             events_redis_url=private_redis.url, metrics_port=port,
+                             events_poll_seconds=0.1, relay_election_seconds=0.1)
+    client = aioredis.Redis.from_url(private_redis.url)
+    try:
+        async with serving(settings) as service:
+            relay = service.app.events.relay
+            assert relay is not None
+            await relay.leading.wait()
+
+            async def lag() -> float:
+                return value(await scrape(port), "participation_relay_lag_seconds")
+
+            async def no_lag() -> bool:
+                return relay.lag_seconds == 0 and await lag() == 0
+            await eventually(no_lag, "a relay with nothing to do reporting no lag")
+
+            private_redis.kill()
+            organizer, user = await service.seed.user(), await service.seed.user()
+            activity = await service.seed.activity(organizer)
+            await service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
+
+            async def lag_exported() -> bool:
+                return await lag() > 0
+            await eventually(lag_exported, "participation_relay_lag_seconds above 0 on /metrics")
+
+            private_redis.start()  # empty: a restarted server keeps nothing
+
+            async def relayed() -> bool:
+                try:
+                    return len(await stream_entries(client, stream)) == 1
+                except (OSError, aioredis.RedisError):
+                    return False
+            await eventually(relayed, "the waiting join in the Redis stream")
+            (entry,) = await stream_entries(client, stream)
+            assert (entry["event_type"], entry["user_id"]) == ("joined", str(user))
+            await eventually(no_lag, "the lag back to 0 once the backlog is relayed")
+    finally:
+        await client.aclose()

@@ -58,6 +58,36 @@ async def test_joining_leaving_the_waitlist_and_roles_write_their_events_in_orde
     assert len({e.event_id for e in events}) == 11
 
 
+async def test_a_leave_that_frees_three_seats_writes_left_then_three_promoted_in_queue_order(
+        service: Service) -> None:
+    seed = service.seed
+    organizer = await seed.user()
+    a, b, c, d, e = [await seed.user() for _ in range(5)]
+    activity = await seed.activity(organizer, max_participants=2)
+    on = {"activity_id": str(activity)}
+    for user in (a, b, c, d, e):
+        await service.call("JoinActivity", user, pb.JoinActivityRequest(**on))
+    # The activity service (not this one) raises the capacity: no event, and nobody moves up
+    # until a change of participation fills the seats.
+    await seed.conn.execute("UPDATE activity.activities SET max_participants = 4 "
+                            "WHERE activity_id = $1", activity)
+    left = await service.call("LeaveActivity", a, pb.LeaveActivityRequest(**on))
+    assert list(left.promoted_user_ids) == [str(b), str(c), str(d)]
+
+    a_, b_, c_, d_, e_ = map(str, (a, b, c, d, e))
+    assert [described(event) for event in await replay(service, activity, organizer)] == [
+        ("JOINED", a_, a_, None),
+        ("WAITLISTED", b_, b_, 1),
+        ("WAITLISTED", c_, c_, 2),
+        ("WAITLISTED", d_, d_, 3),
+        ("WAITLISTED", e_, e_, 4),
+        ("LEFT", a_, a_, None),
+        ("PROMOTED", b_, None, None),
+        ("PROMOTED", c_, None, None),
+        ("PROMOTED", d_, None, None),
+    ]
+
+
 async def test_invitations_write_their_events_and_accepting_joins_after_it(
         service: Service) -> None:
     seed = service.seed

@@ -10,6 +10,7 @@ import uuid
 import grpc
 
 from participation_grpc.retention import Retention
+from participation_grpc.settings import RateLimits
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service, error_info, serving, test_settings
 from tests.watching import ended, replay, take, watch
@@ -222,6 +223,23 @@ async def test_a_sixth_stream_of_one_user_is_rate_limited(service: Service) -> N
                 return await take(watch(service, activity, organizer, after_sequence=1), 1)
     assert [e.user_id for e in await asyncio.wait_for(reopened(), 60)] == [str(others)]
     for stream in streams:
+        stream.cancel()
+
+
+async def test_a_stream_counts_once_against_the_read_budget_whatever_it_carries(
+        database_url: str) -> None:
+    settings = test_settings(database_url, rate_limit_enabled=True, rate_limits=RateLimits(read=2))
+    async with serving(settings) as service:
+        organizer = await service.seed.user()
+        activity = await service.seed.activity(organizer)
+        await joiners(service, activity, 3)
+        stream = watch(service, activity, organizer, after_sequence=0)
+        assert len(await take(stream, 3)) == 3  # three messages, one read
+        await service.call("ListParticipants", organizer,
+                           pb.ListParticipantsRequest(activity_id=str(activity)))  # the second
+        exc = await ended(watch(service, activity, organizer, after_sequence=0))
+        assert reason(exc) == (Code.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+        assert dict(error_info(exc).metadata) == {"limit_class": "read", "limit": "2"}
         stream.cancel()
 
 
