@@ -44,6 +44,8 @@ ids = SimpleNamespace(
     cancelled=_id("activity:cancelled"),
     null_ids=_id("activity:null-ids"),
     healthy=_id("activity:healthy"),
+    friends_only=_id("activity:friends-only"),
+    finished=_id("activity:finished"),
     # invitations to invite_only
     inv_expired=_id("invitation:expired"),
     inv_no_expiry=_id("invitation:no-expiry"),
@@ -163,6 +165,19 @@ class _Loader:
         # Nothing wrong here: migrate must leave it exactly as it is.
         await self.activity(ids.healthy, max_participants=5, counter=2, waiting=0)
         await self.register(ids.healthy, m[0])
+        # The platform's own tables in their shapes: friendships with a varchar status (member10
+        # a friend of the organizer, member11 asked), a block with a reason (member12), an
+        # activity that took place yesterday (attendance goes into their confirmations table).
+        await self.activity(ids.friends_only, max_participants=5, counter=1, waiting=0,
+                            privacy="friends_only")
+        await self.friendship(ids.organizer, m[9], "accepted")
+        await self.friendship(ids.organizer, m[10], "pending")
+        await self.conn.execute(
+            "INSERT INTO activity.user_blocks (blocker_user_id, blocked_user_id, reason) "
+            "VALUES ($1, $2, 'Spam')", ids.organizer, m[11])
+        await self.activity(ids.finished, max_participants=5, counter=3, waiting=0,
+                            starts=self.ago(days=1))
+        await self.register(ids.finished, m[0], m[1])
 
     async def user(self, user_id: uuid.UUID, name: str, status: str = "active") -> None:
         await self.conn.execute(
@@ -215,6 +230,12 @@ class _Loader:
                    VALUES (CASE WHEN $5 THEN NULL ELSE public.uuidv7() END, $1, $2, $3, $4,
                            '{"notified": false}')""",
                 activity_id, user, position, self.ago(days=8 - n), n < null_ids)
+
+    async def friendship(self, a: uuid.UUID, b: uuid.UUID, status: str) -> None:
+        await self.conn.execute(
+            "INSERT INTO activity.friendships (user_id_1, user_id_2, status, initiated_by, "
+            "accepted_at) VALUES ($1, $2, $3, $4, $5)",
+            min(a, b), max(a, b), status, a, self.ago(days=20) if status == "accepted" else None)
 
     async def invitation(self, invitation_id: uuid.UUID, user_id: uuid.UUID, status: str, *,
                          invited: datetime, expires: datetime | None,

@@ -398,6 +398,34 @@ async def test_untouched_activity_and_other_services_objects_survive(
                             "UNIQUE (activity_id, user_id)"}
 
 
+async def test_the_platforms_tables_in_their_shapes_serve_joins_and_attendance(
+        service: Service) -> None:
+    """Their friendships keep a varchar status, their blocks a reason, their confirmations
+    a uuidv7() id, a unique triple and a check against confirming oneself: the rules read and
+    write them as they are, and nothing answers INTERNAL."""
+    joined = await service.call("JoinActivity", m[9], join(ids.friends_only))
+    assert joined.participation_status == R
+    await expect_error(service.call("JoinActivity", m[10], join(ids.friends_only)),
+                       grpc.StatusCode.PERMISSION_DENIED, "FRIENDS_ONLY")
+    await expect_error(service.call("JoinActivity", m[11], join(ids.healthy)),
+                       grpc.StatusCode.PERMISSION_DENIED, "BLOCKED_USER")
+    marked = await service.call("MarkAttendance", ids.organizer, pb.MarkAttendanceRequest(
+        activity_id=str(ids.finished), entries=[
+            pb.AttendanceEntry(user_id=str(u), status=pb.ATTENDANCE_STATUS_ATTENDED)
+            for u in (m[0], m[1])]))
+    assert (marked.updated_count, list(marked.failures)) == (2, [])
+
+    def confirm(confirmer: uuid.UUID, confirmed: uuid.UUID) -> pb.ConfirmAttendanceResponse:
+        return service.call("ConfirmAttendance", confirmer, pb.ConfirmAttendanceRequest(
+            activity_id=str(ids.finished), user_id=str(confirmed)))
+
+    confirmed = await confirm(m[0], m[1])
+    assert confirmed.verification_count == 1
+    assert uuid.UUID(confirmed.confirmation_id).version == 7  # their default made the id
+    await expect_error(confirm(m[0], m[1]), grpc.StatusCode.ALREADY_EXISTS, "ALREADY_CONFIRMED")
+    await expect_error(confirm(m[0], m[0]), grpc.StatusCode.INVALID_ARGUMENT, "SELF_CONFIRMATION")
+
+
 async def test_race_on_the_upgraded_predecessor_fills_seats_and_queues_the_rest(
         service: Service) -> None:
     await race.test_200_concurrent_joins_fill_10_seats_and_queue_the_rest(service)
