@@ -110,7 +110,7 @@ async def _run(conn: asyncpg.Connection, source: Source, dry_run: bool, patience
         if replace_procedures:
             await _apply_procedures(steps, source, report)
         await _repair(steps, source, report)
-        await _reconcile(conn, report)
+        await _reconcile(conn, report, dry_run)
     finally:
         if dry_run:
             await outer.rollback()
@@ -148,7 +148,7 @@ async def _apply_migrations(steps: Steps, source: Source, done: dict[str, str],
         await steps.transaction(f"migration {name}", apply)
         if preparation and preparation.after:
             await preparation.after(steps, report)
-        log.info("applied migration %s (%.1f s)", name, time.monotonic() - started)
+        log.info("%sapplied migration %s (%.1f s)", _dry(steps.dry_run), name, time.monotonic() - started)
         report.applied.append(name)
 
 
@@ -162,7 +162,7 @@ async def _apply_procedures(steps: Steps, source: Source, report: Report) -> Non
 
     started = time.monotonic()
     await steps.transaction("procedures", apply)
-    log.info("applied %d procedures (%.1f s)", len(names), time.monotonic() - started)
+    log.info("%sapplied %d procedures (%.1f s)", _dry(steps.dry_run), len(names), time.monotonic() - started)
     report.applied.append(checks.PROCEDURES_VERSION)
 
 
@@ -182,7 +182,7 @@ async def _repair(steps: Steps, source: Source, report: Report) -> None:
     started = time.monotonic()
     for row in await steps.transaction("repairs", run):
         report.add(row["kind"], row["id"], changed=row["changed"])
-    log.info("repairs done (%.1f s)", time.monotonic() - started)
+    log.info("%srepairs done (%.1f s)", _dry(steps.dry_run), time.monotonic() - started)
 
 
 # reconcile's kinds of fix, as the report names them, and how it shows before -> after.
@@ -197,7 +197,7 @@ _RECONCILED = {
 }
 
 
-async def _reconcile(conn: asyncpg.Connection, report: Report) -> None:
+async def _reconcile(conn: asyncpg.Connection, report: Report, dry_run: bool) -> None:
     """After the repairs, which correct the rows but leave the counters to this: the procedures
     trust the counters, so they must match the rows before the service serves."""
     started = time.monotonic()
@@ -205,7 +205,12 @@ async def _reconcile(conn: asyncpg.Connection, report: Report) -> None:
     for fix in fixes:
         label, unit = _RECONCILED.get(fix.kind, (fix.kind, fix.kind))
         report.add(label, f"{fix.activity_id} ({unit} {fix.before} -> {fix.after})")
-    log.info("reconcile: %d fixes (%.1f s)", len(fixes), time.monotonic() - started)
+    log.info("%sreconcile: %d fixes (%.1f s)", _dry(dry_run), len(fixes), time.monotonic() - started)
+
+
+def _dry(dry_run: bool) -> str:
+    """The log lines of a dry run say so: what they call applied is rolled back at the end."""
+    return "dry run, rolled back at the end: " if dry_run else ""
 
 
 def _sql_name_array(names: list[str]) -> str:
