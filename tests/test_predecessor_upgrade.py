@@ -23,6 +23,7 @@ import pytest
 
 from participation_grpc.migrate import MigrationError, Report, checks, migrate
 from participation_grpc.migrate import preparations as prep
+from participation_grpc.migrate import steps as migrate_steps
 from participation_grpc.migrate.sources import PACKAGED, Source, checksum
 from participation_grpc.v1 import participation_pb2 as pb
 from tests import predecessor
@@ -610,3 +611,46 @@ async def test_migrate_waits_for_open_transactions_names_them_and_never_holds_up
         logger.removeHandler(retries)
         await holder.close()
         await reader.close()
+
+
+class _Waiting(logging.Handler):
+    """Keeps migrate's 'waiting ... for older transactions to end' lines, and wakes whoever
+    waits for the first one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "for older transactions to end" in record.getMessage():
+            self.lines.append(record.getMessage())
+            self.event.set()
+
+
+async def test_an_index_build_waiting_for_an_open_transaction_says_whom_it_waits_for(
+        predecessor_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An operator would otherwise see 'building index ... concurrently' and then nothing for up
+    to ten minutes."""
+    monkeypatch.setattr(migrate_steps, "WAIT_REPORT_SECONDS", 0.05)
+    holder = await connect(predecessor_url)
+    pid = await holder.fetchval("SELECT pg_backend_pid()")
+    waiting = _Waiting()
+    logger = logging.getLogger("participation_grpc.migrate.steps")
+    logger.addHandler(waiting)
+    logger.setLevel(logging.INFO)
+    try:
+        await holder.execute("BEGIN")
+        await holder.fetchval("SELECT count(*) FROM activity.participants")  # keeps its snapshot
+        running = asyncio.create_task(migrate(predecessor_url))
+        said = asyncio.ensure_future(waiting.event.wait())
+        await asyncio.wait({said, running}, return_when=asyncio.FIRST_COMPLETED)
+        assert not running.done()
+        assert waiting.lines[0].startswith("index waitlist_entries_position_unique: waiting ")
+        assert "(for up to 600 s); oldest open transactions: " f"pid {pid} " in waiting.lines[0]
+        await holder.execute("COMMIT")
+        report = await running
+        assert "procedures" in report.applied
+    finally:
+        logger.removeHandler(waiting)
+        await holder.close()

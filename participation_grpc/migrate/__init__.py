@@ -77,7 +77,7 @@ async def migrate(dsn: str, *, dry_run: bool = False, sql: Traversable = PACKAGE
     except (OSError, asyncpg.PostgresError) as exc:
         raise MigrationError(f"cannot connect to the database: {exc}") from exc
     try:
-        return await _run(conn, source, dry_run, patience, started)
+        return await _run(conn, dsn, source, dry_run, patience, started)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # Outside the steps (which name themselves): the checks, the lock, the connection.
         kept = ("dry run: nothing was changed" if dry_run
@@ -87,8 +87,8 @@ async def migrate(dsn: str, *, dry_run: bool = False, sql: Traversable = PACKAGE
         await conn.close()  # closing the session releases the advisory lock
 
 
-async def _run(conn: asyncpg.Connection, source: Source, dry_run: bool, patience: float,
-               started: float) -> Report:
+async def _run(conn: asyncpg.Connection, dsn: str, source: Source, dry_run: bool,
+               patience: float, started: float) -> Report:
     """The run on migrate's connection: checks, then the steps (all in one transaction that is
     rolled back, in a dry run)."""
     await _lock(conn)
@@ -100,7 +100,7 @@ async def _run(conn: asyncpg.Connection, source: Source, dry_run: bool, patience
         await checks.refuse_dependents(conn, source)
         for caller in await checks.callers_by_name(conn, source):
             report.add(checks.CALLERS, caller, changed=False)
-    steps = Steps(conn, dry_run=dry_run, patience=patience)
+    steps = Steps(conn, dry_run=dry_run, patience=patience, dsn=dsn)
     outer = conn.transaction()
     if dry_run:
         await outer.start()

@@ -34,6 +34,9 @@ LOCK_TIMEOUT_MS = 100
 # Sorts and hashes of a whole table (0002's and 0004's window over the waitlist) stay in memory
 # instead of spilling to disk, while a step holds its locks.
 WORK_MEM = "64MB"
+# While a concurrent index build (or drop) waits for older transactions, it says every so often
+# whom it waits for; it may wait up to `patience` (10 minutes), and silence looks like a hang.
+WAIT_REPORT_SECONDS = 10.0
 _RETRY_SQLSTATES = frozenset({"55P03", "40P01"})  # lock_not_available, deadlock_detected
 _INDEX = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+ON\s+(\w+)\.(\w+)(.*?);",
                     re.IGNORECASE | re.DOTALL)
@@ -42,10 +45,12 @@ _INDEX = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+O
 class Steps:
     """Runs migrate's work on one connection (which holds migrate's advisory lock)."""
 
-    def __init__(self, conn: asyncpg.Connection, *, dry_run: bool, patience: float) -> None:
+    def __init__(self, conn: asyncpg.Connection, *, dry_run: bool, patience: float,
+                 dsn: str | None = None) -> None:
         self.conn = conn
         self.dry_run = dry_run
         self.patience = patience
+        self.dsn = dsn  # for a second connection that looks at what a waiting build waits for
 
     async def transaction(self, what: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """`work` in one transaction (a savepoint in a dry run) whose lock waits are short; run
@@ -115,8 +120,9 @@ class Steps:
         await self.conn.execute(f"SET lock_timeout = '{int(self.patience * 1000)}ms'")
         try:
             if valid is not None:  # an invalid leftover of an interrupted build
-                await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
-            await self.conn.execute(concurrent)
+                await self._reporting_waits(f"index {name}",
+                                            f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
+            await self._reporting_waits(f"index {name}", concurrent)
         except asyncpg.PostgresError as exc:
             if exc.sqlstate in _RETRY_SQLSTATES:
                 raise MigrationError(f"index {name}: could not be built within {self.patience:.0f} s "
@@ -134,7 +140,7 @@ class Steps:
             return
         await self.conn.execute(f"SET lock_timeout = '{int(self.patience * 1000)}ms'")
         try:
-            await self.conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
+            await self._reporting_waits(f"index {name}", f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"index {name} could not be dropped: {_one_line(exc)}") from exc
         finally:
@@ -167,14 +173,45 @@ class Steps:
                     continue
                 raise
 
-    async def _lock_holders(self) -> str:
-        rows = await self.conn.fetch(
+    async def _reporting_waits(self, what: str, statement: str) -> None:
+        """Run `statement` (a concurrent index build or drop) on migrate's connection; while it
+        waits, log every WAIT_REPORT_SECONDS the oldest open transactions, read on a second
+        connection (migrate's own is busy with the statement)."""
+        running = asyncio.ensure_future(self.conn.execute(statement))
+        started = time.monotonic()
+        try:
+            while not (await asyncio.wait({running}, timeout=WAIT_REPORT_SECONDS))[0]:
+                holders = await self._holders_aside()
+                if holders:
+                    log.info("%s: waiting %.0f s so far for older transactions to end (for up to "
+                             "%.0f s); %s", what, time.monotonic() - started, self.patience, holders)
+        except BaseException:
+            running.cancel()  # migrate itself was cancelled: the statement is cancelled too
+            raise
+        running.result()
+
+    async def _holders_aside(self) -> str | None:
+        if self.dsn is None:
+            return None
+        try:
+            side = await asyncpg.connect(self.dsn, server_settings={
+                "application_name": "participation-grpc migrate (watching a wait)"})
+            try:
+                return await self._lock_holders(side, also_not=self.conn.get_server_pid())
+            finally:
+                await side.close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return None  # only a progress line: the statement goes on regardless
+
+    async def _lock_holders(self, conn: asyncpg.Connection | None = None,
+                            also_not: int | None = None) -> str:
+        rows = await (conn or self.conn).fetch(
             """SELECT a.pid, a.application_name, a.state, left(a.query, 80) AS query,
                       round(extract(epoch FROM now() - a.xact_start)) AS seconds
                FROM pg_stat_activity a
                WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-                 AND a.xact_start IS NOT NULL
-               ORDER BY a.xact_start LIMIT 3""")
+                 AND a.pid IS DISTINCT FROM $1 AND a.xact_start IS NOT NULL
+               ORDER BY a.xact_start LIMIT 3""", also_not)
         if not rows:
             return "no other transaction is open now"
         return "oldest open transactions: " + "; ".join(
