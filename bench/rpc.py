@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -149,10 +150,13 @@ def listeners(port: int) -> int:
     return count
 
 
-def start_server(port: int, secret: str, workers: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, secret: str, workers: int, metrics_port: int
+                 ) -> subprocess.Popen[bytes]:
+    # /metrics on a port of its own (helpers may bench at once), read around each scenario.
     env = {**os.environ, "DATABASE_URL": dsn_for(DATABASE), "GRPC_HOST": "127.0.0.1",
            "GRPC_PORT": str(port), "JWT_SECRET_KEY": secret, "RATE_LIMIT_ENABLED": "false",
-           "LOG_LEVEL": "WARNING", "WORKERS": str(workers)}
+           "LOG_LEVEL": "WARNING", "WORKERS": str(workers), "METRICS_HOST": "127.0.0.1",
+           "METRICS_PORT": str(metrics_port)}
     server = subprocess.Popen([sys.executable, "-m", "participation_grpc", "serve"], env=env)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -233,13 +237,55 @@ def start_profiler(args: argparse.Namespace, name: str, server: subprocess.Popen
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+# The server's own view of where a call's time goes: (sum, count) series of its histograms.
+# grpc_server_handling_seconds runs from the handler's start to the status (not the time grpc
+# spends accepting the call and reading its message before, or sending the reply after).
+HANDLER_SERIES = {"joinleave": ("JoinActivity", "LeaveActivity"), "list": ("ListParticipants",),
+                  "join": ("JoinActivity",), "contention": ("JoinActivity",),
+                  "health": ("Check",), "healthpaced": ("Check",)}
+
+
+def server_times(metrics_port: int) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the handler time per method, of statements and of pool acquires."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    out: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        for series, key in (("grpc_server_handling_seconds", "method"),
+                            ("participation_db_statement_seconds", ""),
+                            ("participation_db_pool_acquire_seconds", "")):
+            for part, index in (("_sum", 0), ("_count", 1)):
+                if not name.startswith(series + part):
+                    continue
+                label = name.split(f'grpc_{key}="', 1)[1].split('"', 1)[0] if key else ""
+                out.setdefault(series.split("_", 2)[-1] + ":" + label, [0.0, 0.0])[index] += \
+                    float(value)
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+def waits(scenario: str, before: dict[str, tuple[float, float]],
+          after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean ms per call between two looks: in the handler, in a statement, acquiring."""
+    def mean(keys: list[str]) -> float:
+        spent = sum(after[k][0] - before.get(k, (0.0, 0.0))[0] for k in keys if k in after)
+        calls = sum(after[k][1] - before.get(k, (0.0, 0.0))[1] for k in keys if k in after)
+        return 1000 * spent / calls if calls else 0.0
+
+    methods = HANDLER_SERIES.get(scenario.split("@")[0], ())
+    return {"handler_ms": mean([f"handling_seconds:{m}" for m in methods]),
+            "statement_ms": mean(["statement_seconds:"]),
+            "acquire_ms": mean(["pool_acquire_seconds:"])}
+
+
 async def run_k6(scenario: str, plan: Path, out: Path, args: argparse.Namespace,
                  server: subprocess.Popen[bytes], conn: asyncpg.Connection,
-                 rate: int = 0) -> dict[str, float]:
+                 metrics_port: int, rate: int = 0) -> tuple[dict[str, float], dict[str, float]]:
     """Run one scenario; returns the CPU seconds that the server, PostgreSQL's backends of the
-    bench database and k6 spent."""
+    bench database and k6 spent, and the server's mean handler, statement and acquire times."""
     for attempt in (1, 2):
         profiler = start_profiler(args, out.stem, server)
+        times = await asyncio.to_thread(server_times, metrics_port)
         before = (server_cpu_seconds(server), await backends_cpu(conn),
                   resource.getrusage(resource.RUSAGE_CHILDREN))
         done = await k6(["--out", f"json={out}", "-e", f"PLAN={plan}", "-e", f"SCENARIO={scenario}",
@@ -251,9 +297,10 @@ async def run_k6(scenario: str, plan: Path, out: Path, args: argparse.Namespace,
             profiler.wait()
         if done:
             break
-    return {"server": server_cpu_seconds(server) - before[0],
-            "postgres": spent(before[1], await backends_cpu(conn)),
-            "k6": after.ru_utime + after.ru_stime - before[2].ru_utime - before[2].ru_stime}
+    cpu = {"server": server_cpu_seconds(server) - before[0],
+           "postgres": spent(before[1], await backends_cpu(conn)),
+           "k6": after.ru_utime + after.ru_stime - before[2].ru_utime - before[2].ru_stime}
+    return cpu, waits(scenario, times, await asyncio.to_thread(server_times, metrics_port))
 
 
 # k6 (1.1) now and then panics when many VUs load descriptors through reflection at once.
@@ -287,7 +334,7 @@ async def warm_up(plan: Path, args: argparse.Namespace) -> None:
         await k6(options, retry=False)
 
 
-def figures(out: Path, cpu: dict[str, float]) -> dict[str, Any]:
+def figures(out: Path, cpu: dict[str, float], server: dict[str, float]) -> dict[str, Any]:
     """Requests, rate, latency percentiles, statuses and failed checks from k6's JSON points."""
     spent_ms: list[float] = []
     times: list[datetime] = []
@@ -321,7 +368,9 @@ def figures(out: Path, cpu: dict[str, float]) -> dict[str, Any]:
             "early": early, "late": late, "p50": pct(0.50), "p95": pct(0.95),
             "p99": pct(0.99), "max": ordered[-1], "statuses": dict(statuses), "failed": failed,
             "cpu": cpu, "server_ms": 1000 * cpu["server"] / len(spent_ms),
-            "postgres_ms": 1000 * cpu["postgres"] / len(spent_ms)}
+            "postgres_ms": 1000 * cpu["postgres"] / len(spent_ms),
+            "k6_ms": 1000 * cpu["k6"] / len(spent_ms),
+            "mean": sum(spent_ms) / len(spent_ms), **server}
 
 
 async def contention_holds(activity: uuid.UUID, ok_joins: int) -> bool:
@@ -358,7 +407,12 @@ def report(name: str, f: dict[str, Any]) -> None:
     trend = (f"{f['early']:.0f}/s in the first 5 s, {f['late']:.0f}/s in the last 5 s;  "
              if f["seconds"] >= 3 * WINDOW.total_seconds() else "")
     print(f"{'':<13} {trend}CPU (100% = one core): {busy};  per RPC: server "
-          f"{f['server_ms']:.3f} ms, PostgreSQL {f['postgres_ms']:.3f} ms")
+          f"{f['server_ms']:.3f} ms, PostgreSQL {f['postgres_ms']:.3f} ms, k6 {f['k6_ms']:.3f} ms")
+    statement = (f" (in statements {f['statement_ms']:.1f}, acquiring a connection "
+                 f"{f['acquire_ms']:.2f})" if f["statement_ms"] else "")
+    print(f"{'':<13} mean time per RPC {f['mean']:.1f} ms: in the handler {f['handler_ms']:.1f}"
+          f"{statement}, outside it (grpc accepting the call and reading it, sending the "
+          f"reply, k6) {f['mean'] - f['handler_ms']:.1f}")
 
 
 # -- the same procedures without the service: bare asyncpg, one connection per caller ---------
@@ -455,13 +509,36 @@ def summary(by_workers: dict[int, dict[str, dict[str, Any]]],
         lambda r: f"{r['list']['p50']:.1f}/{r['list']['p99']:.1f}")
     row("health p50 / p99, ms", "",
         lambda r: f"{r['health']['p50']:.1f}/{r['health']['p99']:.1f}")
+    row("join+leave ms per RPC: in the handler / its statement / outside", "",
+        lambda r: f"{r['joinleave']['handler_ms']:.0f}/{r['joinleave']['statement_ms']:.0f}/"
+                  f"{r['joinleave']['mean'] - r['joinleave']['handler_ms']:.0f}")
+    row("health ms per RPC: in the handler / outside", "",
+        lambda r: f"{r['health']['handler_ms']:.1f}/"
+                  f"{r['health']['mean'] - r['health']['handler_ms']:.1f}")
     row("PostgreSQL CPU per join+leave RPC, ms", "", lambda r: f"{r['joinleave']['postgres_ms']:.3f}")
     row("PostgreSQL CPU per list RPC, ms", "", lambda r: f"{r['list']['postgres_ms']:.3f}")
+    # What the machine's cores allow if a scenario kept them all busy: server, PostgreSQL and
+    # k6 share them, so a rate ratio cannot exceed the ratio of these bounds.
+    cores = os.cpu_count() or 1
+    for name, label in (("joinleave", "join+leave"), ("list", "ListParticipants(50)"),
+                        ("health", "health")):
+        row(f"{label} CPU per RPC, server+PostgreSQL+k6, ms", "",
+            lambda r, n=name: f"{_all_ms(r[n]):.3f}")
+    row(f"join+leave / health RPC/s if both kept {cores} cores busy", ">= 0.5",
+        lambda r: f"{_all_ms(r['health']) / _all_ms(r['joinleave']):.2f}")
+    row(f"ListParticipants(50) / health RPC/s if both kept {cores} cores busy", ">= 0.35",
+        lambda r: f"{_all_ms(r['health']) / _all_ms(r['list']):.2f}")
+    row(f"ListParticipants(50) mean ms at {vus} VUs if it kept {cores} cores busy", "(p99 <= 50)",
+        lambda r: f"{vus * _all_ms(r['list']) / cores:.1f}")
     if bare is not None:
         row("join+leave RPC/s / bare asyncpg calls/s", "",
             lambda r: f"{r['joinleave']['rate'] / bare['joinleave']['rate']:.2f}")
         row("ListParticipants(50) RPC/s / bare asyncpg pages/s", "",
             lambda r: f"{r['list']['rate'] / bare['list']['rate']:.2f}")
+
+
+def _all_ms(f: dict[str, Any]) -> float:
+    return float(f["server_ms"] + f["postgres_ms"] + f["k6_ms"])
 
 
 def _has(results: dict[str, Any], value: Any) -> bool:
@@ -497,6 +574,7 @@ async def main() -> None:
     seconds = float(args.duration.rstrip("s"))
     secret = secrets.token_urlsafe(32)
     port = free_port()
+    metrics_port = free_port()
     by_workers: dict[int, dict[str, dict[str, Any]]] = {}
     bare = None
     holds = True
@@ -518,7 +596,7 @@ async def main() -> None:
             write_plan(plan, seeded, f"127.0.0.1:{port}", secret)
             for workers in (int(w) for w in args.workers.split(",")):
                 results = by_workers[workers] = {}
-                server = start_server(port, secret, workers)
+                server = start_server(port, secret, workers, metrics_port)
                 print(f"WORKERS={workers}")
                 await warm_up(plan, args)
                 try:
@@ -527,8 +605,9 @@ async def main() -> None:
                         if name == "healthpaced" and "joinleave" in results:
                             rate = round(results["joinleave"]["rate"])
                         out = Path(tmp) / f"{name}-{workers}.json"
-                        cpu = await run_k6(name, plan, out, args, server, conn, rate)
-                        results[name] = figures(out, cpu)
+                        cpu, times = await run_k6(name, plan, out, args, server, conn,
+                                                  metrics_port, rate)
+                        results[name] = figures(out, cpu, times)
                         report(name if not rate else f"{name}@{rate}", results[name])
                 finally:
                     stop_server(server)
