@@ -528,7 +528,8 @@ def summary(by_workers: dict[int, dict[str, dict[str, Any]]],
         lambda r: f"{_all_ms(r['health']) / _all_ms(r['joinleave']):.2f}")
     row(f"ListParticipants(50) / health RPC/s if both kept {cores} cores busy", ">= 0.35",
         lambda r: f"{_all_ms(r['health']) / _all_ms(r['list']):.2f}")
-    row(f"ListParticipants(50) mean ms at {vus} VUs if it kept {cores} cores busy", "(p99 <= 50)",
+    # p99 is above the mean, so a mean above 50 ms puts the p99 target out of reach.
+    row(f"ListParticipants(50) mean ms at {vus} VUs if it kept {cores} cores busy", "<= 50 p99",
         lambda r: f"{vus * _all_ms(r['list']) / cores:.1f}")
     if bare is not None:
         row("join+leave RPC/s / bare asyncpg calls/s", "",
