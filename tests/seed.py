@@ -105,10 +105,14 @@ class Seed:
         row = await self.conn.fetchrow(
             """SELECT no_show_count, activities_attended_count, verification_count
                FROM activity.users WHERE user_id = $1""", user_id)
+        assert row is not None, f"no user {user_id}"
         return dict(row)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record:
-        return await self.conn.fetchrow(query, *args)
+        """The query's first row, which the test expects to exist."""
+        row = await self.conn.fetchrow(query, *args)
+        assert row is not None, f"no row from {query}"
+        return row
 
     async def counts(self, activity_id: uuid.UUID) -> dict[str, Any]:
         """The activity's counters next to the real counts, and the waitlist positions as
@@ -122,4 +126,5 @@ class Seed:
                       FROM activity.waitlist_positions w WHERE w.activity_id = a.activity_id)
                       AS positions
                FROM activity.activities a WHERE a.activity_id = $1""", activity_id)
+        assert row is not None, f"no activity {activity_id}"
         return dict(row)
