@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service
 
 
-def join(service: Service, user: uuid.UUID, activity: uuid.UUID | str) -> Any:
+def join(service: Service, user: uuid.UUID, activity: uuid.UUID | str
+         ) -> Awaitable[pb.JoinActivityResponse]:
     return service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
 
 
-def leave(service: Service, user: uuid.UUID, activity: uuid.UUID) -> Any:
+def leave(service: Service, user: uuid.UUID, activity: uuid.UUID
+          ) -> Awaitable[pb.LeaveActivityResponse]:
     return service.call("LeaveActivity", user, pb.LeaveActivityRequest(activity_id=str(activity)))
 
 
-def cancel(service: Service, user: uuid.UUID, activity: uuid.UUID, reason: str = "") -> Any:
+def cancel(service: Service, user: uuid.UUID, activity: uuid.UUID, reason: str = ""
+           ) -> Awaitable[pb.CancelParticipationResponse]:
     return service.call("CancelParticipation", user,
                         pb.CancelParticipationRequest(activity_id=str(activity), reason=reason))
 

@@ -1,6 +1,7 @@
 """MarkAttendance, ConfirmAttendance and ListPendingVerifications (contract 4.4, 8)."""
 
 import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
 
 import grpc
@@ -16,18 +17,21 @@ PAST = timedelta(hours=-2)
 
 
 def mark(service: Service, caller: uuid.UUID, activity: uuid.UUID,
-         *entries: tuple[uuid.UUID | str, int]):
+         *entries: tuple[uuid.UUID | str, pb.AttendanceStatus.ValueType]
+         ) -> Awaitable[pb.MarkAttendanceResponse]:
     request = pb.MarkAttendanceRequest(activity_id=str(activity), entries=[
         pb.AttendanceEntry(user_id=str(user), status=status) for user, status in entries])
     return service.call("MarkAttendance", caller, request)
 
 
-def confirm(service: Service, caller: uuid.UUID, activity: uuid.UUID, user: uuid.UUID):
+def confirm(service: Service, caller: uuid.UUID, activity: uuid.UUID, user: uuid.UUID
+            ) -> Awaitable[pb.ConfirmAttendanceResponse]:
     request = pb.ConfirmAttendanceRequest(activity_id=str(activity), user_id=str(user))
     return service.call("ConfirmAttendance", caller, request)
 
 
-def pending(service: Service, caller: uuid.UUID, page_size: int = 0, page_token: str = ""):
+def pending(service: Service, caller: uuid.UUID, page_size: int = 0, page_token: str = ""
+            ) -> Awaitable[pb.ListPendingVerificationsResponse]:
     request = pb.ListPendingVerificationsRequest(page_size=page_size, page_token=page_token)
     return service.call("ListPendingVerifications", caller, request)
 
@@ -175,9 +179,10 @@ async def test_mark_attendance_with_repeated_user_is_invalid_argument(service: S
 
 
 @pytest.mark.parametrize("status", [pb.ATTENDANCE_STATUS_UNSPECIFIED,
-                                    pb.ATTENDANCE_STATUS_REGISTERED, 42])
+                                    pb.ATTENDANCE_STATUS_REGISTERED,
+                                    pb.AttendanceStatus.ValueType(42)])  # 42: no such status
 async def test_mark_attendance_with_status_other_than_attended_or_no_show_is_invalid(
-        service: Service, status: int) -> None:
+        service: Service, status: pb.AttendanceStatus.ValueType) -> None:
     organizer, activity, (member,) = await past_activity(service, 1)
     await expect_error(mark(service, organizer, activity, (member, status)),
                        Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")

@@ -1,7 +1,9 @@
 """Invitations (contract 4.5, 8): sending, answering, cancelling, expiry and the two lists."""
 
 import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -16,39 +18,47 @@ EXPIRED = timedelta(hours=-1)
 
 
 def send(service: Service, caller: uuid.UUID, activity: uuid.UUID | str,
-         *users: uuid.UUID | str, message: str = "", hours: int = 0):
+         *users: uuid.UUID | str, message: str = "", hours: int = 0
+         ) -> Awaitable[pb.SendInvitationsResponse]:
     request = pb.SendInvitationsRequest(activity_id=str(activity), user_ids=[str(u) for u in users],
                                         message=message, expires_in_hours=hours)
     return service.call("SendInvitations", caller, request)
 
 
-def answer(service: Service, method: str, caller: uuid.UUID, invitation: uuid.UUID | str):
+# Any: the method (Accept, Decline or CancelInvitation) is chosen by name at run time.
+def answer(service: Service, method: str, caller: uuid.UUID, invitation: uuid.UUID | str
+           ) -> Awaitable[Any]:
     request = getattr(pb, f"{method}Request")(invitation_id=str(invitation))
     return service.call(method, caller, request)
 
 
-def received(service: Service, caller: uuid.UUID, status: int = 0, page_size: int = 0,
-             page_token: str = ""):
+def received(service: Service, caller: uuid.UUID,
+             status: pb.InvitationStatus.ValueType = pb.INVITATION_STATUS_UNSPECIFIED,
+             page_size: int = 0, page_token: str = ""
+             ) -> Awaitable[pb.ListReceivedInvitationsResponse]:
     request = pb.ListReceivedInvitationsRequest(status=status, page_size=page_size,
                                                 page_token=page_token)
     return service.call("ListReceivedInvitations", caller, request)
 
 
-def sent(service: Service, caller: uuid.UUID, activity: uuid.UUID | None = None, status: int = 0,
-         page_size: int = 0, page_token: str = ""):
+def sent(service: Service, caller: uuid.UUID, activity: uuid.UUID | None = None,
+         status: pb.InvitationStatus.ValueType = pb.INVITATION_STATUS_UNSPECIFIED,
+         page_size: int = 0, page_token: str = ""
+         ) -> Awaitable[pb.ListSentInvitationsResponse]:
     request = pb.ListSentInvitationsRequest(activity_id=str(activity) if activity else "",
                                             status=status, page_size=page_size,
                                             page_token=page_token)
     return service.call("ListSentInvitations", caller, request)
 
 
-async def invite_only(service: Service, **options) -> tuple[uuid.UUID, uuid.UUID]:
+async def invite_only(service: Service, **options: Any) -> tuple[uuid.UUID, uuid.UUID]:
     """(organizer, a published invite-only activity a week ahead)."""
     organizer = await service.seed.user()
     return organizer, await service.seed.activity(organizer, privacy="invite_only", **options)
 
 
-async def invited(service: Service, **options) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, uuid.UUID]:
+async def invited(service: Service, **options: Any
+                  ) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, uuid.UUID]:
     """(organizer, invite-only activity, a guest, the guest's pending invitation)."""
     organizer, activity = await invite_only(service, **options)
     guest = await service.seed.user()
@@ -231,7 +241,9 @@ async def test_send_with_bad_user_ids_is_invalid_argument_naming_field(
         service: Service, case: str) -> None:
     organizer, activity = await invite_only(service)
     user = await service.seed.user()
-    users = {"empty": [], "repeated": [user, user], "malformed": ["nope"]}[case]
+    cases: dict[str, list[uuid.UUID | str]] = {"empty": [], "repeated": [user, user],
+                                               "malformed": ["nope"]}
+    users = cases[case]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await send(service, organizer, activity, *users)
     assert caught.value.code() == Code.INVALID_ARGUMENT
@@ -612,7 +624,8 @@ async def test_invitation_lists_of_caller_without_user_record_are_empty(service:
 
 async def test_received_invitations_with_unknown_status_is_invalid_argument(
         service: Service) -> None:
-    await expect_error(received(service, await service.seed.user(), status=99),
+    unknown = pb.InvitationStatus.ValueType(99)  # no such status: the service must refuse it
+    await expect_error(received(service, await service.seed.user(), status=unknown),
                        Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")
 
 

@@ -33,7 +33,8 @@ def test_token_from_another_key_is_refused() -> None:
 
 def test_binding_ignores_page_size_but_not_filters_or_caller() -> None:
     bigger = pb.ListParticipantsRequest(activity_id=REQUEST.activity_id, page_size=50)
-    filtered = pb.ListParticipantsRequest(activity_id=REQUEST.activity_id, role=2)
+    filtered = pb.ListParticipantsRequest(activity_id=REQUEST.activity_id,
+                                          role=pb.PARTICIPANT_ROLE_CO_ORGANIZER)
     assert PageTokens.binding(CALLER, bigger) == PageTokens.binding(CALLER, REQUEST)
     assert PageTokens.binding(CALLER, filtered) != PageTokens.binding(CALLER, REQUEST)
     assert PageTokens.binding(uuid.uuid4(), REQUEST) != PageTokens.binding(CALLER, REQUEST)

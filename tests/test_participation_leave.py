@@ -1,6 +1,7 @@
 """LeaveActivity and CancelParticipation: who may, the waitlist moving up, exact counters."""
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
@@ -195,7 +196,9 @@ async def test_cancelled_user_back_on_waitlist_is_waitlisted_not_cancelled(servi
 
 
 @pytest.mark.parametrize("rpc", [cancel, leave])
-async def test_cancel_and_leave_by_organizer_are_refused(service: Service, rpc) -> None:
+async def test_cancel_and_leave_by_organizer_are_refused(
+        service: Service, rpc: Callable[[Service, uuid.UUID, uuid.UUID], Awaitable[object]]
+) -> None:
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer)
     await expect_error(rpc(service, organizer, activity), Code.FAILED_PRECONDITION, "IS_ORGANIZER")

@@ -1,7 +1,9 @@
 """ListParticipants and ListUserActivities: visibility, blocks, order, filters and paging."""
 
 import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -14,12 +16,14 @@ from tests.participation import join
 Code = grpc.StatusCode
 
 
-def participants(service: Service, user: uuid.UUID, activity: uuid.UUID, **fields):
+def participants(service: Service, user: uuid.UUID, activity: uuid.UUID, **fields: Any
+                 ) -> Awaitable[pb.ListParticipantsResponse]:
     return service.call("ListParticipants", user,
                         pb.ListParticipantsRequest(activity_id=str(activity), **fields))
 
 
-def history(service: Service, user: uuid.UUID, **fields):
+def history(service: Service, user: uuid.UUID, **fields: Any
+            ) -> Awaitable[pb.ListUserActivitiesResponse]:
     return service.call("ListUserActivities", user, pb.ListUserActivitiesRequest(**fields))
 
 

@@ -1,6 +1,7 @@
 """PromoteParticipant and DemoteParticipant (contract 4.1, 4.4): organizer authority only."""
 
 import uuid
+from collections.abc import Awaitable
 
 import grpc
 import pytest
@@ -12,12 +13,14 @@ from tests.conftest import Service, detail, expect_error
 Code = grpc.StatusCode
 
 
-def promote(service: Service, caller: uuid.UUID, activity: uuid.UUID, user: uuid.UUID | str):
+def promote(service: Service, caller: uuid.UUID, activity: uuid.UUID, user: uuid.UUID | str
+            ) -> Awaitable[pb.PromoteParticipantResponse]:
     request = pb.PromoteParticipantRequest(activity_id=str(activity), user_id=str(user))
     return service.call("PromoteParticipant", caller, request)
 
 
-def demote(service: Service, caller: uuid.UUID, activity: uuid.UUID, user: uuid.UUID):
+def demote(service: Service, caller: uuid.UUID, activity: uuid.UUID, user: uuid.UUID
+           ) -> Awaitable[pb.DemoteParticipantResponse]:
     request = pb.DemoteParticipantRequest(activity_id=str(activity), user_id=str(user))
     return service.call("DemoteParticipant", caller, request)
 

@@ -1,6 +1,7 @@
 """ListWaitlist (contract 2, 4.3): organizer and co-organizers only, queue order, stable paging."""
 
 import uuid
+from collections.abc import Awaitable
 
 import grpc
 
@@ -12,7 +13,7 @@ Code = grpc.StatusCode
 
 
 def waitlist(service: Service, caller: uuid.UUID, activity: uuid.UUID, page_size: int = 0,
-             page_token: str = ""):
+             page_token: str = "") -> Awaitable[pb.ListWaitlistResponse]:
     request = pb.ListWaitlistRequest(activity_id=str(activity), page_size=page_size,
                                      page_token=page_token)
     return service.call("ListWaitlist", caller, request)
