@@ -121,9 +121,9 @@ async def fingerprint(url: str) -> str:
         await conn.close()
 
 
-def waitlist(service: Service, activity: uuid.UUID) -> pb.ListWaitlistResponse:
-    return service.call("ListWaitlist", ids.organizer,
-                        pb.ListWaitlistRequest(activity_id=str(activity)))
+async def waitlist(service: Service, activity: uuid.UUID) -> pb.ListWaitlistResponse:
+    return await service.stub.ListWaitlist(pb.ListWaitlistRequest(activity_id=str(activity)),
+                                           metadata=service.auth(ids.organizer))
 
 
 async def queue(service: Service, activity: uuid.UUID) -> list[tuple[str, int]]:
@@ -368,6 +368,7 @@ async def test_untouched_activity_and_other_services_objects_survive(
                             ids.healthy)
     assert [(r["user_id"], r["success"]) for r in rows] == [(ids.organizer, True), (m[0], True)]
     summary = await conn.fetchrow("SELECT * FROM activity.sp_get_activity_summary($1)", ids.free_seat)
+    assert summary is not None
     assert (summary["registered"], summary["waiting"]) == (3, 2)
     assert await conn.fetchval("SELECT count(*) FROM activity.activity_roster WHERE activity_id = $1",
                                ids.healthy) == 2
@@ -478,7 +479,7 @@ async def test_an_edited_applied_migration_makes_migrate_refuse_naming_it(
     before = await fingerprint(database_url)
     with pytest.raises(MigrationError, match=r"migration 0002_service_tables\.sql was changed after "
                                              r"it was applied"):
-        await migrate(database_url, sql=edited)  # type: ignore[arg-type]
+        await migrate(database_url, sql=edited)
     assert await fingerprint(database_url) == before
 
 

@@ -50,7 +50,7 @@ class Server:
     settings: Settings
 
     @property
-    def stub(self) -> participation_pb2_grpc.ParticipationServiceStub:
+    def stub(self) -> participation_pb2_grpc.ParticipationServiceAsyncStub:
         return participation_pb2_grpc.ParticipationServiceStub(self.channel)
 
     def auth(self, user_id: uuid.UUID) -> tuple[tuple[str, str], ...]:
