@@ -117,8 +117,8 @@ async def service(database_url: str) -> AsyncIterator[Service]:
         yield started
 
 
-def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    """The ErrorInfo detail of a failed call (asserting there is exactly one)."""
+def error_info(exc: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo detail of a failed call, sync or aio (asserting there is exactly one)."""
     status = rpc_status.from_call(exc)
     assert status is not None, f"no rich status on {exc.code()}: {exc.details()}"
     infos = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
@@ -128,7 +128,7 @@ def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
     return info
 
 
-def detail(exc: grpc.aio.AioRpcError, kind: Any) -> Any:
+def detail(exc: grpc.RpcError, kind: Any) -> Any:
     """A detail of the given message type from a failed call's status, or None."""
     status = rpc_status.from_call(exc)
     for item in status.details if status else ():

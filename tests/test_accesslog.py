@@ -11,19 +11,22 @@ import signal
 import sys
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from participation_grpc import logs
+from participation_grpc.app import running
 from participation_grpc.auth import mint_token
 from participation_grpc.health import SERVICE_NAME
 from participation_grpc.settings import RateLimits, Settings
 from participation_grpc.v1 import participation_pb2 as pb
+from participation_grpc.v1 import participation_pb2_grpc
 from tests.conftest import Service, expect_error, serving, test_settings
 from tests.network import free_port
 
@@ -31,6 +34,8 @@ Code = grpc.StatusCode
 BIN = Path(sys.executable).parent
 ACCESS = "participation_grpc.access"
 JOIN = f"{SERVICE_NAME}/JoinActivity"
+# Only in the stubs (.pyi): what ParticipationServiceStub(channel) is for an aio channel.
+Stub: TypeAlias = "participation_pb2_grpc.ParticipationServiceAsyncStub"
 
 
 @pytest.fixture
@@ -40,8 +45,14 @@ def access(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+def extra(record: logging.LogRecord, name: str) -> Any:
+    """An attribute the service's logging adds to its records (`fields`, `request_id`), which
+    LogRecord's type cannot declare."""
+    return vars(record)[name]
+
+
 def lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [r.fields for r in caplog.records if r.name == ACCESS]  # type: ignore[attr-defined]
+    return [extra(r, "fields") for r in caplog.records if r.name == ACCESS]
 
 
 def request_id_of(metadata: Any) -> str:
@@ -85,8 +96,10 @@ async def test_every_refused_call_has_its_access_line(
                              rate_limits=RateLimits(write=1))
     async with serving(settings) as service:
         user = await service.seed.user()
-        raw = service.channel.unary_unary(f"/{JOIN}")
-        calls = [  # one after the other: the write budget (1) goes to the first
+        raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = service.channel.unary_unary(
+            f"/{JOIN}")  # raw bytes, no serializer
+        # One after the other: the write budget (1) goes to the first.
+        calls: list[tuple[Callable[[], Awaitable[object]], str]] = [
             (lambda: service.stub.JoinActivity(
                 pb.JoinActivityRequest(activity_id="nope"),
                 metadata=(*service.auth(user), ("x-request-id", "r1"))), "INVALID_ARGUMENT"),
@@ -110,7 +123,7 @@ async def test_every_refused_call_has_its_access_line(
 
 class _Failing(grpc.GenericRpcHandler):
     def service(self, handler_call_details: grpc.HandlerCallDetails
-                ) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
+                ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         if handler_call_details.method != f"/{SERVICE_NAME}/TestFailing":
             return None
 
@@ -123,12 +136,13 @@ class _Failing(grpc.GenericRpcHandler):
 async def test_an_unexpected_error_is_logged_once_with_the_request_id(
         service: Service, access: pytest.LogCaptureFixture) -> None:
     service.app.pipeline.add_generic_rpc_handlers([_Failing()])
-    call = service.channel.unary_unary(f"/{SERVICE_NAME}/TestFailing")(
-        b"", metadata=(*service.auth(uuid.uuid4()), ("x-request-id", "bug-1")))
+    failing: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = service.channel.unary_unary(
+        f"/{SERVICE_NAME}/TestFailing")
+    call = failing(b"", metadata=(*service.auth(uuid.uuid4()), ("x-request-id", "bug-1")))
     await expect_error(call, Code.INTERNAL, "INTERNAL")
     errors = [r for r in access.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
-    assert errors[0].request_id == "bug-1"  # type: ignore[attr-defined]
+    assert extra(errors[0], "request_id") == "bug-1"
     assert errors[0].exc_info and "a bug" in str(errors[0].exc_info[1])
     [line] = [line for line in lines(access) if line["request_id"] == "bug-1"]
     assert (line["code"], line["reason"]) == ("INTERNAL", "INTERNAL")
@@ -137,11 +151,12 @@ async def test_an_unexpected_error_is_logged_once_with_the_request_id(
 async def test_a_database_outage_is_one_access_line_per_call_and_not_a_warning_each(
         access: pytest.LogCaptureFixture) -> None:
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-    async with serving_without_database(unreachable) as service:
-        user = uuid.uuid4()
+    async with serving_without_database(unreachable) as (stub, settings):
+        auth = (("authorization", f"Bearer {mint_token(settings, uuid.uuid4())}"),)
         for _ in range(20):
-            await expect_error(service.call("JoinActivity", user, pb.JoinActivityRequest(
-                activity_id=str(uuid.uuid4()))), Code.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+            await expect_error(stub.JoinActivity(pb.JoinActivityRequest(
+                activity_id=str(uuid.uuid4())), metadata=auth),
+                Code.UNAVAILABLE, "DATABASE_UNAVAILABLE")
     outage = [line for line in lines(access) if line["reason"] == "DATABASE_UNAVAILABLE"]
     assert len(outage) == 20
     warnings = [r for r in access.records
@@ -149,22 +164,14 @@ async def test_a_database_outage_is_one_access_line_per_call_and_not_a_warning_e
     assert len(warnings) <= 1  # summarised (none here when an earlier test began the window)
 
 
-def serving_without_database(url: str) -> Any:
+@asynccontextmanager
+async def serving_without_database(url: str
+                                   ) -> AsyncIterator[tuple[Stub, Settings]]:
     """`serving` needs a seeding connection; this one has only the service and a stub."""
-    from contextlib import asynccontextmanager
-
-    from participation_grpc.app import running
-    from participation_grpc.v1 import participation_pb2_grpc
-
-    @asynccontextmanager
-    async def started() -> AsyncIterator[Service]:
-        settings = test_settings(url)
-        async with running(settings) as app:
-            async with grpc.aio.insecure_channel(app.address) as channel:
-                yield Service(app, participation_pb2_grpc.ParticipationServiceStub(channel),
-                              None, settings, channel)  # type: ignore[arg-type]
-
-    return started()
+    settings = test_settings(url)
+    async with running(settings) as app:
+        async with grpc.aio.insecure_channel(app.address) as channel:
+            yield participation_pb2_grpc.ParticipationServiceStub(channel), settings
 
 
 async def test_serve_writes_json_access_lines_and_serves_metrics(database_url: str) -> None:

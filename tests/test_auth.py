@@ -42,7 +42,7 @@ SERVICE = pb.DESCRIPTOR.services_by_name["ParticipationService"]
 DROP = object()  # a claim left out of the token
 
 
-def _pem(private_key: Any) -> str:
+def _pem(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
     return private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
@@ -208,7 +208,7 @@ def metadata(authorization: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def method_call(channel: grpc.aio.Channel, method: descriptor.MethodDescriptor
-                ) -> tuple[grpc.aio.UnaryUnaryMultiCallable, Any]:
+                ) -> tuple[grpc.aio.UnaryUnaryMultiCallable[Any, Any], Any]:
     """A callable for any RPC and a request whose every id is malformed."""
     request_class = getattr(pb, method.input_type.name)
     response_class = getattr(pb, method.output_type.name)

@@ -43,13 +43,13 @@ FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
 def assert_clean(exc: grpc.RpcError, what: object) -> None:
     """A refusal a caller can use: a code other than UNKNOWN/INTERNAL, no internal words, and
     (when the service answered, not grpc's transport) an ErrorInfo of our domain."""
-    code = exc.code()  # type: ignore[attr-defined]
-    details = exc.details() or ""  # type: ignore[attr-defined]
+    code = exc.code()
+    details = exc.details() or ""
     assert code not in (Code.UNKNOWN, Code.INTERNAL), (what, code, details)
     assert not any(word in details for word in INTERNAL_WORDS), (what, details)
     if code == Code.RESOURCE_EXHAUSTED and details.startswith(TRANSPORT_LIMITS):
         return  # refused by grpc itself before any handler: no room for an ErrorInfo there
-    info = error_info(exc)  # type: ignore[arg-type]
+    info = error_info(exc)
     assert info.domain == "participation" and info.reason, (what, info)
 
 
@@ -197,19 +197,22 @@ def test_fuzzed_requests_never_get_unknown_internal_or_internal_text(
     with grpc.insecure_channel(started.address) as channel:
         # A stream is judged by how it opens: its first message or its status. A stream that
         # opens and waits (nothing to send yet) meets the client's deadline, which is fine.
-        kind = channel.unary_stream if method.server_streaming else channel.unary_unary
-        stub = kind(f"/{SERVICE.full_name}/{method.name}",
-                    request_serializer=request_class.SerializeToString,
-                    response_deserializer=response_class.FromString)
+        path = f"/{SERVICE.full_name}/{method.name}"
+        unary: grpc.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
+            path, request_serializer=request_class.SerializeToString,
+            response_deserializer=response_class.FromString)
+        streaming: grpc.UnaryStreamMultiCallable[Any, Any] = channel.unary_stream(
+            path, request_serializer=request_class.SerializeToString,
+            response_deserializer=response_class.FromString)
 
         def call(request: Any, metadata: Any, timeout: float) -> None:
             if not method.server_streaming:
-                stub(request, metadata=metadata, timeout=timeout)
+                unary(request, metadata=metadata, timeout=timeout)
                 return
             try:
-                next(iter(stub(request, metadata=metadata, timeout=2)), None)
+                next(iter(streaming(request, metadata=metadata, timeout=2)), None)
             except grpc.RpcError as exc:
-                if exc.code() != Code.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                if exc.code() != Code.DEADLINE_EXCEEDED:
                     raise
 
         @FUZZ
@@ -233,19 +236,20 @@ def test_undecodable_bodies_are_invalid_argument_without_a_token(
         server: tuple[ServerThread, list[str]], path: str) -> None:
     started, _ = server
     with grpc.insecure_channel(started.address) as channel:
-        call = channel.unary_unary(path)  # raw bytes, no serializer
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)  # raw bytes
         for body in GARBAGE_BODIES:
             with pytest.raises(grpc.RpcError) as caught:
                 call(body, timeout=30)
-            assert caught.value.code() == Code.INVALID_ARGUMENT, (path, body)  # type: ignore[attr-defined]
+            assert caught.value.code() == Code.INVALID_ARGUMENT, (path, body)
             assert_clean(caught.value, (path, body))
-            assert "protobuf" in caught.value.details()  # type: ignore[attr-defined]
-            assert "Unexpected" not in caught.value.details()  # type: ignore[attr-defined]
+            details = caught.value.details() or ""
+            assert "protobuf" in details and "Unexpected" not in details, details
 
 
 async def test_a_burst_of_undecodable_bodies_is_logged_once(
         service: Service, caplog: pytest.LogCaptureFixture) -> None:
-    call = service.channel.unary_unary(f"/{SERVICE.full_name}/JoinActivity")
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = service.channel.unary_unary(
+        f"/{SERVICE.full_name}/JoinActivity")  # raw bytes, no serializer
     with caplog.at_level(logging.DEBUG):
         for _ in range(200):
             with pytest.raises(grpc.aio.AioRpcError):

@@ -11,7 +11,7 @@ import signal
 import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import grpc
@@ -54,7 +54,8 @@ def grpc_labels(method: str, kind: str = "unary", service: str = SERVICE_NAME) -
     return {"grpc_type": kind, "grpc_service": service, "grpc_method": method}
 
 
-def join(service: Service, user: uuid.UUID, activity: uuid.UUID) -> object:
+def join(service: Service, user: uuid.UUID, activity: uuid.UUID
+         ) -> Awaitable[pb.JoinActivityResponse]:
     return service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
 
 
@@ -69,7 +70,8 @@ async def test_every_call_is_counted_with_go_grpc_prometheus_names_and_labels(
         await expect_error(join(service, user, activity), Code.ALREADY_EXISTS, "ALREADY_JOINED")
         await expect_error(service.stub.JoinActivity(pb.JoinActivityRequest(
             activity_id=str(activity))), Code.UNAUTHENTICATED, "TOKEN_MISSING")
-        raw = service.channel.unary_unary(f"/{SERVICE_NAME}/JoinActivity")
+        raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = service.channel.unary_unary(
+            f"/{SERVICE_NAME}/JoinActivity")  # raw bytes, no serializer
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await raw(b"\xff\xff\xff")
         assert caught.value.code() == Code.INVALID_ARGUMENT

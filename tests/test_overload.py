@@ -77,7 +77,7 @@ async def test_a_lock_held_on_one_activity_slows_only_that_activity(database_url
         assert counts["registered"] == counts["counter"] == 1  # only the organizer
         # Once the lock is gone the same callers get in.
         assert (await join(service, stuck[0], locked)).participation_status == \
-            pb.PARTICIPATION_STATUS_REGISTERED  # type: ignore[attr-defined]
+            pb.PARTICIPATION_STATUS_REGISTERED
 
 
 async def _nonzero(conn: asyncpg.Connection) -> bool:
@@ -91,7 +91,7 @@ async def test_database_busy_carries_retry_info(database_url: str) -> None:
         activity = await service.seed.activity(organizer)
         async with row_lock(database_url, activity):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await join(service, user, activity)  # type: ignore[misc]
+                await join(service, user, activity)
         assert caught.value.code() == Code.UNAVAILABLE
         info = detail(caught.value, error_details_pb2.RetryInfo)
         assert info is not None and info.retry_delay.ToTimedelta().total_seconds() > 0

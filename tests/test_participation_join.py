@@ -50,7 +50,7 @@ async def test_join_malformed_activity_id_is_invalid_argument_naming_field(servi
     assert caught.value.code() == Code.INVALID_ARGUMENT
     bad_request = detail(caught.value, error_details_pb2.BadRequest)
     assert [v.field for v in bad_request.field_violations] == ["activity_id"]
-    assert "activity_id" in caught.value.details()
+    assert "activity_id" in (caught.value.details() or "")
     assert error_info(caught.value).metadata["activity_id"] == "not-a-uuid"
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -22,6 +23,8 @@ Request, Reply = health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
 STREAM = "/participation.v1.ParticipationService/TestStream"
 FOREVER = "forever"  # the request's `service` field tells the stream what to do
 FAIL_AFTER_TWO = "fail"
+# grpc_health has no py.typed marker, so its messages are Any to mypy, and so are the stream's.
+Stream: TypeAlias = "grpc.aio.UnaryStreamCall[Any, Any]"  # a string: not generic at run time
 
 
 async def _stream(request: health_pb2.HealthCheckRequest, context: object
@@ -36,7 +39,7 @@ async def _stream(request: health_pb2.HealthCheckRequest, context: object
 
 class _TestStreams(grpc.GenericRpcHandler):
     def service(self, handler_call_details: grpc.HandlerCallDetails
-                ) -> grpc.RpcMethodHandler | None:  # type: ignore[type-arg]
+                ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if handler_call_details.method != STREAM:
             return None
         return grpc.unary_stream_rpc_method_handler(
@@ -52,19 +55,26 @@ async def streaming_service(database_url: str, **overrides: object) -> AsyncIter
 
 
 def open_stream(service: Service, what: str = "", user: uuid.UUID | None = None,
-                raw: bytes | None = None) -> grpc.aio.UnaryStreamCall:  # type: ignore[type-arg]
+                raw: bytes | None = None) -> Stream:
     metadata = service.auth(user) if user is not None else ()
     if raw is not None:
-        call = service.channel.unary_stream(STREAM, request_serializer=None,
-                                            response_deserializer=Reply.FromString)
-        return call(raw, metadata=metadata)
-    call = service.channel.unary_stream(STREAM, request_serializer=Request.SerializeToString,
-                                        response_deserializer=Reply.FromString)
+        undecodable: grpc.aio.UnaryStreamMultiCallable[bytes, Any] = service.channel.unary_stream(
+            STREAM, request_serializer=None, response_deserializer=Reply.FromString)
+        return undecodable(raw, metadata=metadata)
+    call: grpc.aio.UnaryStreamMultiCallable[Any, Any] = service.channel.unary_stream(
+        STREAM, request_serializer=Request.SerializeToString, response_deserializer=Reply.FromString)
     return call(Request(service=what), metadata=metadata)
 
 
-async def replies(stream: grpc.aio.UnaryStreamCall) -> list[object]:  # type: ignore[type-arg]
+async def replies(stream: Stream) -> list[object]:
     return [reply async for reply in stream]
+
+
+async def next_reply(stream: Stream) -> Any:
+    """The stream's next message; the stream must not have ended."""
+    reply = await stream.read()
+    assert reply is not grpc.aio.EOF, "the stream ended"
+    return reply
 
 
 async def test_a_stream_needs_a_token_like_any_call(database_url: str) -> None:
@@ -137,7 +147,7 @@ async def test_shutdown_ends_streams_with_shutting_down(database_url: str) -> No
         channel = grpc.aio.insecure_channel(service.address)
         stack.push_async_callback(channel.close)
         stream = open_stream(service, FOREVER, uuid.uuid4())
-        assert (await stream.read()).status == Reply.SERVING
+        assert (await next_reply(stream)).status == Reply.SERVING
         watch = health_pb2_grpc.HealthStub(channel).Watch(Request(service=SERVICE_NAME))
         assert (await watch.read()).status == Reply.SERVING
 
