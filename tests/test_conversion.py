@@ -17,7 +17,7 @@ from tests.conftest import Service
 from tests.seed import Seed
 
 # Each procedure and the response the servicer builds from its row.
-UNARY = {
+UNARY: dict[str, type[Message]] = {
     "sp_join_activity": pb.JoinActivityResponse,
     "sp_leave_activity": pb.LeaveActivityResponse,
     "sp_cancel_participation": pb.CancelParticipationResponse,
@@ -30,7 +30,7 @@ UNARY = {
     "sp_decline_invitation": pb.DeclineInvitationResponse,
     "sp_cancel_invitation": pb.CancelInvitationResponse,
 }
-LISTS = {
+LISTS: dict[str, type[Message]] = {
     "sp_list_participants": pb.ListParticipantsResponse,
     "sp_get_user_activities": pb.ListUserActivitiesResponse,
     "sp_get_pending_verifications": pb.ListPendingVerificationsResponse,
@@ -46,7 +46,10 @@ def fields(message: type[Message] | Any) -> set[str]:
 
 def item_type(response: type[Message], field: str) -> type[Message]:
     item = response.DESCRIPTOR.fields_by_name[field].message_type
-    return getattr(pb, item.name)  # type: ignore[no-any-return]
+    assert item is not None, f"{field} is not a message field"
+    found = getattr(pb, item.name)
+    assert isinstance(found, type) and issubclass(found, Message), item.name
+    return found
 
 
 async def result_columns(conn: asyncpg.Connection, name: str) -> set[str]:

@@ -70,6 +70,7 @@ async def test_demo_data_loads_twice_and_keeps_invariants(database_url: str) -> 
                    count(*) FILTER (WHERE waitlist_count > 0
                                       AND current_participants_count = max_participants) AS full
             FROM activity.activities WHERE {DEMO_ACTIVITIES}""")
+        assert kinds is not None
         assert sorted(kinds["privacy"]) == ["friends_only", "invite_only", "public"]
         assert sorted(kinds["types"]) == ["mens_only", "standard", "womens_only", "xxl"]
         assert kinds["drafts"] == 1 and kinds["full"] >= 1

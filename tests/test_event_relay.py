@@ -37,15 +37,25 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def write_event(conn: asyncpg.Connection, activity_id: uuid.UUID,
+async def write_event(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+                      activity_id: uuid.UUID,
                       event_type: str = "joined") -> None:
     user = uuid.uuid4()
     await conn.execute("SELECT activity.pa_event($1, $2, $3, $3)", activity_id, event_type, user)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def stream_entries(client: aioredis.Redis, stream: str) -> list[dict[str, str]]:
     entries = await client.xrange(stream)
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+    assert entries is not None
+    found = []
+    for _, fields in entries:
+        assert fields is not None
+        found.append({_text(k): _text(v) for k, v in fields.items()})
+    return found
 
 
 async def relayed_ids(client: aioredis.Redis, stream: str) -> list[int]:
@@ -186,6 +196,7 @@ async def test_relay_carries_the_contract_fields(
         waitlisted, promoted = await stream_entries(client, stream)
         row = await writer.fetchrow("SELECT event_id, occurred_at FROM activity.participation_events "
                                     "WHERE activity_id = $1 AND sequence = 1", activity)
+        assert row is not None
         assert waitlisted == {
             "event_id": str(row["event_id"]), "activity_id": str(activity), "sequence": "1",
             "event_type": "waitlisted", "user_id": str(user), "actor_user_id": str(user),

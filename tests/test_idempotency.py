@@ -70,8 +70,8 @@ async def with_member(service: Service, role: str = "member", starts_in: timedel
                       attendance: str = "registered") -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     """(organizer, activity, a participant seeded with this role and attendance)."""
     organizer, member = await service.seed.user(), await service.seed.user()
-    activity = await service.seed.activity(organizer, **({"starts_in": starts_in}
-                                                         if starts_in else {}))
+    activity = (await service.seed.activity(organizer, starts_in=starts_in) if starts_in
+                else await service.seed.activity(organizer))
     await service.seed.participant(activity, member, role=role, attendance=attendance)
     return organizer, activity, member
 

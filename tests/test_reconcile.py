@@ -53,7 +53,7 @@ async def state(seed: Seed, activity: uuid.UUID) -> tuple[int, int, int | None, 
                (SELECT count(*) FROM activity.waitlist_entries w
                 WHERE w.activity_id = a.activity_id)
            FROM activity.activities a WHERE a.activity_id = $1""", activity)
-    return tuple(row)  # type: ignore[return-value]
+    return tuple(row)
 
 
 async def test_reconcile_fixes_planted_drift_and_reports_each_fix(service: Service) -> None:

@@ -93,7 +93,9 @@ async def test_serve_continues_the_callers_traceparent_with_spans_for_the_call_a
 
     receiver = _Receiver()
     collector = grpc.aio.server()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, collector)
+    # opentelemetry-proto's _pb2_grpc modules carry no annotations (its _pb2 ones have stubs).
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        receiver, collector)
     otlp_port = collector.add_insecure_port("127.0.0.1:0")
     await collector.start()
     conn = await asyncpg.connect(database_url)
