@@ -182,6 +182,7 @@ async def commit_to_watcher(dsn: str, args: argparse.Namespace) -> None:
             committed = time.perf_counter()
             event = await stream.read()
             latencies.append(time.perf_counter() - committed)
+            assert isinstance(event, pb.ActivityEvent), "the stream ended"
             # From the event's insert (PostgreSQL's clock, the same host's): an upper bound
             # that does not depend on when this loop got round to noting the commit.
             from_insert.append(time.time() - event.occurred_at.ToNanoseconds() / 1e9)

@@ -147,6 +147,7 @@ async def build_template(server: asyncpg.Connection, participants: int, waitlist
             "(SELECT count(*) FROM activity.waitlist_entries) AS w, "
             "(SELECT count(*) FROM activity.activity_invitations) AS i, "
             "(SELECT count(*) FROM activity.activities) AS a")
+        assert counts is not None
         print(f"predecessor database: {counts['a']} activities, {counts['p']} participants rows, "
               f"{counts['w']} waitlist entries, {counts['i']} invitations")
     finally:
@@ -196,9 +197,10 @@ def old_migrate(ref: str, into: Path) -> Callable[[str], Awaitable[Any]]:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.SQL = into / "sql"
+    vars(module)["SQL"] = into / "sql"
     logging.getLogger(module.__name__).setLevel(logging.ERROR)  # it logs each reconcile fix
-    return module.migrate  # type: ignore[no-any-return]
+    found: Callable[[str], Awaitable[Any]] = module.migrate
+    return found
 
 
 async def one_run(server: asyncpg.Connection, label: str, run: Callable[[str], Awaitable[Any]],

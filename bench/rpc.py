@@ -385,6 +385,7 @@ async def contention_holds(activity: uuid.UUID, ok_joins: int) -> bool:
                   FROM activity.waitlist_entries w WHERE w.activity_id = a.activity_id) AS positions
            FROM activity.activities a WHERE a.activity_id = $1""", activity)
     await conn.close()
+    assert row is not None, f"no activity {activity}"
     positions = list(row["positions"])
     holds = (row["counter"] == row["registered"] <= row["max_participants"]
              and row["waitlist_count"] == len(positions)
@@ -467,6 +468,7 @@ async def _list_pages(conn: asyncpg.Connection, i: int, seeded: Seeded, stop: fl
     calls = 0
     while time.monotonic() < stop:
         row = await conn.fetchrow(LIST_PAGE, seeded.listed, user, after)
+        assert row is not None  # a list procedure answers one row, even past the last page
         after = row["next_after"]
         calls += 1
     return calls
