@@ -6,8 +6,8 @@ BUF    := $(VENV)/bin/buf
 BUF_ON := --config buf.yaml --path participation/v1/participation.proto
 # buf breaking compares the proto with its version at this git revision.
 AGAINST ?= HEAD~1
-# What mypy --strict checks (tests/ joins once they are clean).
-MYPY_PATHS := participation_grpc
+# What mypy --strict checks: the package, its tests, the benchmarks and the scripts.
+MYPY_PATHS := participation_grpc tests bench scripts
 
 .PHONY: run gateway test lint breaking proto proto-check descriptor openapi migrate bench bench-rpc bench-migrate image
 
