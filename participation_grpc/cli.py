@@ -4,14 +4,47 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import uuid
+from importlib import metadata
 
-from participation_grpc import logs
-from participation_grpc.settings import ConfigError, Settings
+DISTRIBUTION = "participation-grpc"
+
+
+def missing_server_packages() -> list[str]:
+    """The distributions of the [server] extra that are not installed: a plain `pip install
+    participation-grpc` (the client package) has none of them. [] when there is no install
+    metadata to read (run from a source tree)."""
+    try:
+        requirements = metadata.requires(DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for requirement in requirements:
+        if not re.search(r"""extra\s*==\s*["']server["']""", requirement):
+            continue
+        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement)
+        assert name, requirement
+        try:
+            metadata.distribution(name[0])
+        except metadata.PackageNotFoundError:
+            missing.append(name[0])
+    return missing
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before anything imports the server's modules (settings needs cryptography, serve asyncpg):
+    # the client package alone gets one line saying what to install, not an ImportError.
+    missing = missing_server_packages()
+    if missing:
+        print(f"participation-grpc: the server needs {DISTRIBUTION}[server] "
+              f"(pip install '{DISTRIBUTION}[server]'); missing: {', '.join(missing)}",
+              file=sys.stderr)
+        return 2
+    from participation_grpc import logs
+    from participation_grpc.settings import ConfigError, Settings
+
     parser = argparse.ArgumentParser(prog="participation-grpc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the gRPC service (configured by the environment)")

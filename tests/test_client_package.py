@@ -116,6 +116,18 @@ def test_floor_install_holds_no_server_dependency(client_venv: Path) -> None:
     assert installed["protobuf"].startswith("7.") and installed["grpcio"] == "1.85.1"
 
 
+@pytest.mark.parametrize("argv", [[], ["serve"], ["migrate"], ["--help"]])
+def test_the_command_without_the_server_extra_says_what_to_install(
+        client_venv: Path, argv: list[str]) -> None:
+    """The client package installs the console script too; it cannot serve, and says so."""
+    ran = subprocess.run([str(client_venv / "bin" / "participation-grpc"), *argv],
+                         capture_output=True, text=True, cwd=client_venv)
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stdout == "" and "Traceback" not in ran.stderr
+    [line] = ran.stderr.splitlines()
+    assert "pip install 'participation-grpc[server]'" in line and "asyncpg" in line, line
+
+
 async def test_floor_install_calls_the_server_and_reads_the_error_details(
         client_venv: Path, database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
