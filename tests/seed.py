@@ -79,12 +79,13 @@ class Seed:
     async def invitation(self, activity_id: uuid.UUID, user_id: uuid.UUID, by: uuid.UUID, *,
                          expires_in: timedelta = timedelta(hours=72),
                          status: str = "pending") -> uuid.UUID:
-        return await self.conn.fetchval(  # type: ignore[no-any-return]
+        invitation_id: uuid.UUID = await self.conn.fetchval(
             """INSERT INTO activity.activity_invitations (activity_id, user_id, invited_by_user_id,
                    status, invited_at, expires_at)
                VALUES ($1, $2, $3, $4, $5, $6) RETURNING invitation_id""",
             activity_id, user_id, by, status, min(now(), now() + expires_in - timedelta(hours=1)),
             now() + expires_in)
+        return invitation_id
 
     async def participant(self, activity_id: uuid.UUID, user_id: uuid.UUID, *,
                           role: str = "member", status: str = "registered",

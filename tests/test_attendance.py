@@ -49,9 +49,10 @@ async def past_activity(service: Service, members: int = 2, *, attended: bool = 
 
 
 async def attendance_of(service: Service, activity: uuid.UUID, user: uuid.UUID) -> str:
-    return await service.seed.conn.fetchval(  # type: ignore[no-any-return]
+    status: str = await service.seed.conn.fetchval(
         "SELECT attendance_status::text FROM activity.participants "
         "WHERE activity_id = $1 AND user_id = $2", activity, user)
+    return status
 
 
 # MarkAttendance

@@ -25,7 +25,8 @@ CONTRACT_ENV = {
 @pytest.fixture(scope="module")
 def services() -> dict[str, Any]:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    return compose["services"]  # type: ignore[no-any-return]
+    found: dict[str, Any] = compose["services"]
+    return found
 
 
 def _env(service: dict[str, Any]) -> dict[str, str]:

@@ -173,7 +173,8 @@ async def _watched_while_joining(database_url: str, watch: str, join: str) -> di
             assert line, "grpcurl's stream ended"
             printed += line
             if line == "}\n":
-                return json.loads(printed)  # type: ignore[no-any-return]
+                event: dict[str, Any] = json.loads(printed)
+                return event
     finally:
         watcher.kill()
         await watcher.wait()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 import pytest
@@ -93,10 +94,11 @@ async def test_the_poll_renews_the_leases_of_watched_activities_only(
     listener = await started(database_url, poll_seconds=0.05)
     activity = uuid.uuid4()
 
-    async def expiry() -> object:
-        return await conn.fetchval(
+    async def expiry() -> datetime | None:
+        expires_at: datetime | None = await conn.fetchval(
             "SELECT expires_at FROM activity.participation_event_watchers "
             "WHERE activity_id = $1 AND listener_id = $2", activity, listener.id)
+        return expires_at
 
     async def polls_later(count: int) -> None:
         target = listener.polls + count
@@ -115,7 +117,7 @@ async def test_the_poll_renews_the_leases_of_watched_activities_only(
         await polls_later(1)  # one may have begun before the stream went
         left = await expiry()
         await polls_later(2)
-        assert first is not None and renewed is not None and renewed > first  # type: ignore[operator]
+        assert first is not None and renewed is not None and renewed > first
         assert await expiry() == left  # unwatched: left to run out
     finally:
         await listener.stop()

@@ -66,9 +66,10 @@ async def invited(service: Service, **options: Any
 
 
 async def invitation_status(service: Service, invitation: uuid.UUID | str) -> str:
-    return await service.seed.conn.fetchval(  # type: ignore[no-any-return]
+    status: str = await service.seed.conn.fetchval(
         "SELECT status::text FROM activity.activity_invitations WHERE invitation_id = $1",
         uuid.UUID(str(invitation)))
+    return status
 
 
 # SendInvitations

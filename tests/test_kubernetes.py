@@ -37,8 +37,9 @@ def resources() -> dict[str, dict[str, Any]]:
 
 
 def _container(resource: dict[str, Any]) -> dict[str, Any]:
-    (container,) = resource["spec"]["template"]["spec"]["containers"]
-    return container  # type: ignore[no-any-return]
+    containers: list[dict[str, Any]] = resource["spec"]["template"]["spec"]["containers"]
+    (container,) = containers
+    return container
 
 
 def test_kustomization_lists_every_manifest_of_the_folder() -> None:

@@ -233,7 +233,8 @@ async def test_counters_show_the_rows(service: Service) -> None:
 async def test_registered_and_waitlisted_user_is_registered_and_leaves_once(
         service: Service) -> None:
     assert await queue(service, ids.both) == [(str(m[1]), 1)]
-    assert (await my_activity(service, m[0], ids.both)).participation_status == R  # type: ignore[union-attr]
+    both = await my_activity(service, m[0], ids.both)
+    assert both is not None and both.participation_status == R
     left = await service.call("LeaveActivity", m[0], leave(ids.both))
     assert not left.was_waitlisted and list(left.promoted_user_ids) == [str(m[1])]
     await expect_error(service.call("LeaveActivity", m[0], leave(ids.both)),

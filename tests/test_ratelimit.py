@@ -275,6 +275,9 @@ class FlakyPool:
 
 
 class FlakyClient:
+    """Stands in for redis.asyncio.Redis with only what RedisLimiter calls: not a Redis to mypy,
+    hence the arg-type ignores where it is passed."""
+
     def __init__(self) -> None:
         self.script = FlakyScript()
         self.connection_pool = FlakyPool()

@@ -34,9 +34,10 @@ async def setup(service: Service) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
 
 
 async def role_of(service: Service, activity: uuid.UUID, user: uuid.UUID) -> str:
-    return await service.seed.conn.fetchval(  # type: ignore[no-any-return]
+    role: str = await service.seed.conn.fetchval(
         "SELECT role::text FROM activity.participants WHERE activity_id = $1 AND user_id = $2",
         activity, user)
+    return role
 
 
 async def test_organizer_promotes_member_to_co_organizer(service: Service) -> None:
