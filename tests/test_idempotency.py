@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import grpc
@@ -29,17 +29,20 @@ TABLES = ("activities", "users", "participants", "waitlist_entries", "activity_i
           "attendance_confirmations", "participation_events", "request_replies")
 
 
+Request = TypeVar("Request", bound=Message)
+
+
 @dataclass
-class Write:
+class Write(Generic[Request]):
     """One write call set up to succeed, and what the same request answers when run afresh."""
 
     method: str
     caller: uuid.UUID
-    request: Message
+    request: Request
     again: tuple[Code, str] | None  # None: running it again would answer the same
 
 
-async def join(service: Service) -> Write:
+async def join(service: Service) -> Write[pb.JoinActivityRequest]:
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer)
     return Write("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)),
@@ -50,16 +53,16 @@ async def joined(service: Service) -> tuple[uuid.UUID, uuid.UUID]:
     """(a registered member, the activity), joined without a request id."""
     write = await join(service)
     await service.call(write.method, write.caller, write.request)
-    return write.caller, uuid.UUID(write.request.activity_id)  # type: ignore[attr-defined]
+    return write.caller, uuid.UUID(write.request.activity_id)
 
 
-async def leave(service: Service) -> Write:
+async def leave(service: Service) -> Write[pb.LeaveActivityRequest]:
     user, activity = await joined(service)
     return Write("LeaveActivity", user, pb.LeaveActivityRequest(activity_id=str(activity)),
                  (Code.FAILED_PRECONDITION, "NOT_PARTICIPANT"))
 
 
-async def cancel(service: Service) -> Write:
+async def cancel(service: Service) -> Write[pb.CancelParticipationRequest]:
     user, activity = await joined(service)
     request = pb.CancelParticipationRequest(activity_id=str(activity), reason="ill")
     return Write("CancelParticipation", user, request,
@@ -76,21 +79,21 @@ async def with_member(service: Service, role: str = "member", starts_in: timedel
     return organizer, activity, member
 
 
-async def promote(service: Service) -> Write:
+async def promote(service: Service) -> Write[pb.PromoteParticipantRequest]:
     organizer, activity, member = await with_member(service)
     request = pb.PromoteParticipantRequest(activity_id=str(activity), user_id=str(member))
     return Write("PromoteParticipant", organizer, request,
                  (Code.ALREADY_EXISTS, "ALREADY_CO_ORGANIZER"))
 
 
-async def demote(service: Service) -> Write:
+async def demote(service: Service) -> Write[pb.DemoteParticipantRequest]:
     organizer, activity, member = await with_member(service, role="co_organizer")
     request = pb.DemoteParticipantRequest(activity_id=str(activity), user_id=str(member))
     return Write("DemoteParticipant", organizer, request,
                  (Code.FAILED_PRECONDITION, "NOT_CO_ORGANIZER"))
 
 
-async def mark(service: Service) -> Write:
+async def mark(service: Service) -> Write[pb.MarkAttendanceRequest]:
     organizer, activity, member = await with_member(service, starts_in=PAST)
     request = pb.MarkAttendanceRequest(activity_id=str(activity), entries=[
         pb.AttendanceEntry(user_id=str(member), status=pb.ATTENDANCE_STATUS_ATTENDED),
@@ -98,7 +101,7 @@ async def mark(service: Service) -> Write:
     return Write("MarkAttendance", organizer, request, None)
 
 
-async def confirm(service: Service) -> Write:
+async def confirm(service: Service) -> Write[pb.ConfirmAttendanceRequest]:
     _, activity, member = await with_member(service, starts_in=PAST, attendance="attended")
     confirmer = await service.seed.user()
     await service.seed.participant(activity, confirmer, attendance="attended")
@@ -107,7 +110,7 @@ async def confirm(service: Service) -> Write:
                  (Code.ALREADY_EXISTS, "ALREADY_CONFIRMED"))
 
 
-async def send(service: Service) -> Write:
+async def send(service: Service) -> Write[pb.SendInvitationsRequest]:
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer, privacy="invite_only")
     guests = [str(await service.seed.user()) for _ in range(2)]
@@ -123,28 +126,28 @@ async def invited(service: Service) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     return organizer, guest, await service.seed.invitation(activity, guest, organizer)
 
 
-async def accept(service: Service) -> Write:
+async def accept(service: Service) -> Write[pb.AcceptInvitationRequest]:
     _, guest, invitation = await invited(service)
     return Write("AcceptInvitation", guest,
                  pb.AcceptInvitationRequest(invitation_id=str(invitation)),
                  (Code.FAILED_PRECONDITION, "ALREADY_RESPONDED"))
 
 
-async def decline(service: Service) -> Write:
+async def decline(service: Service) -> Write[pb.DeclineInvitationRequest]:
     _, guest, invitation = await invited(service)
     return Write("DeclineInvitation", guest,
                  pb.DeclineInvitationRequest(invitation_id=str(invitation)),
                  (Code.FAILED_PRECONDITION, "ALREADY_RESPONDED"))
 
 
-async def cancel_invitation(service: Service) -> Write:
+async def cancel_invitation(service: Service) -> Write[pb.CancelInvitationRequest]:
     organizer, _, invitation = await invited(service)
     return Write("CancelInvitation", organizer,
                  pb.CancelInvitationRequest(invitation_id=str(invitation)),
                  (Code.FAILED_PRECONDITION, "INVITATION_CANCELLED"))
 
 
-WRITES: dict[str, Callable[[Service], Awaitable[Write]]] = {
+WRITES: dict[str, Callable[[Service], Awaitable[Write[Any]]]] = {
     "JoinActivity": join, "LeaveActivity": leave, "CancelParticipation": cancel,
     "PromoteParticipant": promote, "DemoteParticipant": demote, "MarkAttendance": mark,
     "ConfirmAttendance": confirm, "SendInvitations": send, "AcceptInvitation": accept,
@@ -152,10 +155,11 @@ WRITES: dict[str, Callable[[Service], Awaitable[Write]]] = {
 }
 
 
-def with_id(request: Message, request_id: str) -> Message:
+def with_id(request: Request, request_id: str) -> Request:
     copy = type(request)()
     copy.CopyFrom(request)
-    copy.request_id = request_id  # type: ignore[attr-defined]
+    fields: Any = copy  # every write request has a request_id; Message's type cannot say so
+    fields.request_id = request_id
     return copy
 
 
@@ -199,7 +203,7 @@ async def test_a_join_retried_after_a_lost_reply_answers_registered_again(
     retried = await service.call("JoinActivity", write.caller, request)
     assert retried.participation_status == pb.PARTICIPATION_STATUS_REGISTERED
     assert retried.joined_at == first.joined_at
-    activity = uuid.UUID(write.request.activity_id)  # type: ignore[attr-defined]
+    activity = uuid.UUID(write.request.activity_id)
     assert (await service.seed.counts(activity))["registered"] == 2
     events = await service.seed.conn.fetch(
         "SELECT event_type FROM activity.participation_events WHERE activity_id = $1 "
@@ -211,8 +215,8 @@ async def test_a_replayed_mark_does_not_undo_a_later_change(service: Service) ->
     write = await mark(service)
     request = with_id(write.request, str(uuid.uuid4()))
     first = await service.call("MarkAttendance", write.caller, request)
-    member = write.request.entries[0].user_id  # type: ignore[attr-defined]
-    activity = write.request.activity_id  # type: ignore[attr-defined]
+    member = write.request.entries[0].user_id
+    activity = write.request.activity_id
     await service.call("MarkAttendance", write.caller, pb.MarkAttendanceRequest(
         activity_id=activity, entries=[pb.AttendanceEntry(
             user_id=member, status=pb.ATTENDANCE_STATUS_NO_SHOW)]))
@@ -245,7 +249,7 @@ async def test_concurrent_duplicates_wait_for_the_first_and_all_get_its_reply(
     duplicates = settings.db_pool_max_size // 4  # what reaches the database at once (5)
     async with serving(settings) as service:
         write = await join(service)
-        activity = uuid.UUID(write.request.activity_id)  # type: ignore[attr-defined]
+        activity = uuid.UUID(write.request.activity_id)
         request = with_id(write.request, str(uuid.uuid4()))
         blocker = await asyncpg.connect(database_url)
         try:
@@ -286,7 +290,7 @@ async def test_the_same_request_id_for_another_rpc_is_request_id_reused(service:
     request_id = str(uuid.uuid4())
     await service.call("JoinActivity", write.caller, with_id(write.request, request_id))
     before = await state(service)
-    leave_request = pb.LeaveActivityRequest(activity_id=write.request.activity_id,  # type: ignore[attr-defined]
+    leave_request = pb.LeaveActivityRequest(activity_id=write.request.activity_id,
                                             request_id=request_id)
     await expect_error(service.call("LeaveActivity", write.caller, leave_request),
                        Code.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
@@ -387,7 +391,7 @@ async def test_a_request_id_not_in_canonical_form_is_refused(service: Service, v
 async def test_platform_tools_call_the_procedures_with_the_ids_alone_or_with_a_request_id(
         service: Service) -> None:
     write = await join(service)
-    activity = uuid.UUID(write.request.activity_id)  # type: ignore[attr-defined]
+    activity = uuid.UUID(write.request.activity_id)
     conn = service.seed.conn
     await conn.fetchrow("SELECT * FROM activity.sp_join_activity($1, $2)", activity, write.caller)
     request_id = uuid.uuid4()
