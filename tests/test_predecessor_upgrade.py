@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import asyncpg
@@ -418,7 +418,8 @@ async def test_the_platforms_tables_in_their_shapes_serve_joins_and_attendance(
             for u in (m[0], m[1])]))
     assert (marked.updated_count, list(marked.failures)) == (2, [])
 
-    def confirm(confirmer: uuid.UUID, confirmed: uuid.UUID) -> pb.ConfirmAttendanceResponse:
+    def confirm(confirmer: uuid.UUID, confirmed: uuid.UUID
+                ) -> Awaitable[pb.ConfirmAttendanceResponse]:
         return service.call("ConfirmAttendance", confirmer, pb.ConfirmAttendanceRequest(
             activity_id=str(ids.finished), user_id=str(confirmed)))
 
