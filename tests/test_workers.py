@@ -24,6 +24,7 @@ from participation_grpc.settings import ConfigError, Settings
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc as pb_grpc
 from tests.conftest import detail, test_settings
+from tests.network import free_port
 from tests.seed import Seed
 
 BIN = Path(sys.executable).parent
@@ -102,7 +103,9 @@ async def supervisor(database_url: str, **environ: str) -> AsyncIterator[Supervi
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "GRPC_"))}
     env.update({"DATABASE_URL": database_url, "WORKERS": "2", "GRPC_HOST": "127.0.0.1",
                 "GRPC_PORT": "0", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "INFO",
-                "SHUTDOWN_PAUSE_SECONDS": "1", **environ})
+                "SHUTDOWN_PAUSE_SECONDS": "1",
+                # Not the default 9464: another server on the machine may hold it.
+                "METRICS_PORT": str(free_port()), **environ})
     proc = await asyncio.create_subprocess_exec(
         str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE)
     started = Supervisor(proc)
