@@ -64,10 +64,14 @@ class App:
         self.server = grpc.aio.server(handlers=[self.pipeline.generic_handler()],
                                       options=server_options(settings))
         address = f"{settings.grpc_host}:{settings.grpc_port}"
-        if settings.tls is not None:  # TLS_CERT_FILE and TLS_KEY_FILE (and TLS_CLIENT_CA_FILE)
-            self.port = self.server.add_secure_port(address, settings.tls.server_credentials())
-        else:
-            self.port = self.server.add_insecure_port(address)
+        try:
+            if settings.tls is not None:  # TLS_CERT_FILE and TLS_KEY_FILE (and TLS_CLIENT_CA_FILE)
+                self.port = self.server.add_secure_port(address, settings.tls.server_credentials())
+            else:
+                self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpc says only "Failed to bind": the usual cause is a taken port
+            raise ConfigError(f"GRPC_PORT: cannot listen on {address} (is another process "
+                              "using the port?)") from None
         self._watch: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -176,8 +180,11 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # 10 s (grpc's default would close a connection pinged more often than every 5 minutes).
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", _CLIENT_PING_MS),
-        # WORKERS processes bind the same port; the kernel spreads connections over them.
-        ("grpc.so_reuseport", 1),
+        # WORKERS processes bind the same port; the kernel spreads connections over them. A
+        # single process binds it alone (grpc's default would share it): a second server started
+        # on a taken port, such as another checkout's `make run`, fails instead of silently
+        # taking half of the first one's connections.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
 
 

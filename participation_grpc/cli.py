@@ -74,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dev":
         from participation_grpc.devserver import run_dev
 
-        return asyncio.run(run_dev(settings))
+        try:
+            return asyncio.run(run_dev(settings))
+        except ConfigError as exc:  # found only when starting (a port already taken)
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
     if not settings.database_url:
         print("configuration error: DATABASE_URL is required", file=sys.stderr)
         return 2

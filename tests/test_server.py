@@ -204,6 +204,29 @@ async def test_serve_refuses_bad_configuration_naming_the_variable(
     assert code != 0 and variable in err
 
 
+@pytest.mark.parametrize("command", ["serve", "dev"])
+async def test_a_second_server_on_a_taken_port_exits_2_naming_grpc_port(
+        service: Service, command: str) -> None:
+    """One process binds its port alone: a second `serve` or `make run` on it (another
+    checkout's, say) says so and exits, instead of silently sharing the first one's
+    connections through SO_REUSEPORT, which only WORKERS needs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GRPC_"))}
+    env.update({"DATABASE_URL": service.settings.database_url or "", "GRPC_HOST": "127.0.0.1",
+                "GRPC_PORT": str(service.app.port), "METRICS_PORT": "0"})
+    proc = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), command,
+                                                stderr=asyncio.subprocess.PIPE, env=env)
+    try:  # bounded: a second server that did bind would serve until killed
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"a second {command} kept running on the taken port") from None
+    assert proc.returncode == 2, err.decode()
+    assert f"GRPC_PORT: cannot listen on 127.0.0.1:{service.app.port}" in err.decode()
+    reply = await health_pb2_grpc.HealthStub(service.channel).Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING  # the first one still serves
+
+
 async def test_deadline_cancels_the_database_work(service: Service) -> None:
     """A call whose deadline passes while it waits on a lock is cancelled in PostgreSQL too."""
     organizer, user = await service.seed.user(), await service.seed.user()
