@@ -1,9 +1,16 @@
 """What the procedures cost in PostgreSQL alone: bare asyncpg, no gRPC (run by `make bench`).
 
 `.venv/bin/python bench/sql.py --calls 200 --sizes 100,10000` prints, in one run:
-- each operation's median at every size and the growth from the smallest to the largest size;
-- the PostgreSQL backend's CPU per call (from /proc, so only when the server is on this machine);
+- each operation's median at every size and the growth from the smallest to the largest size
+  (a row's median is of one step: join + leave is the pair, the others one call);
+- the PostgreSQL backend's CPU per procedure call (from /proc, so only when the server is on this
+  machine): for join + leave, per join or leave call, the pair's CPU halved;
 - joins per second of 32 callers on one activity (hot) against 32 callers spread over 200.
+
+`--against DIR` measures another version of the SQL beside this one (DIR holds its `sql/`, e.g.
+`git archive HEAD~1 sql | tar -x -C DIR`), each in a database of its own, the two alternating step
+by step and run by run, so that both meet the same load on a shared machine: a before/after
+comparison in one run. It prints both tables and the ratios.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -159,21 +167,48 @@ class Probe:
         self.calls += 1
         return spent
 
-    async def row(self, calls: int, step: Callable[[], Awaitable[float]]
-                  ) -> tuple[float, float | None]:
-        """Median ms of `calls` steps after a warm-up, and PostgreSQL CPU ms per measured call."""
-        for _ in range(5):
-            await step()
+    def reset(self) -> None:
         self.cpu_ns, self.calls = 0, 0
-        median = statistics.median([await step() for _ in range(calls)]) * 1000
-        return median, None if self.cpu_ns is None else self.cpu_ns / 1e6 / self.calls
+
+    def cpu_ms_per_call(self) -> float | None:
+        return None if self.cpu_ns is None else self.cpu_ns / 1e6 / self.calls
 
 
-async def measure(conn: asyncpg.Connection, pid: int, s: Sized, users: Users, calls: int
-                  ) -> Measured:
-    """The five rows for one size. Every step puts the activity back as it found it (a leaver
+async def row(calls: int, probes: list[Probe], steps: list[Callable[[], Awaitable[float]]]
+              ) -> list[tuple[float, float | None]]:
+    """For each probe and its step: median ms of `calls` steps after a warm-up, and PostgreSQL
+    CPU ms per measured call. With several, they take turns step by step."""
+    for _ in range(5):
+        for step in steps:
+            await step()
+    for probe in probes:
+        probe.reset()
+    spent: list[list[float]] = [[] for _ in steps]
+    for _ in range(calls):
+        for times, step in zip(spent, steps, strict=True):
+            times.append(await step())
+    return [(statistics.median(times) * 1000, probe.cpu_ms_per_call())
+            for times, probe in zip(spent, probes, strict=True)]
+
+
+@dataclass
+class Setup:
+    """One version of the SQL in a database of its own, seeded the same way as the other."""
+
+    label: str
+    dsn: str
+    conn: asyncpg.Connection
+    users: Users
+    probe: Probe
+    seeded: dict[int, Sized]
+    hot_activity: uuid.UUID
+    spread: list[uuid.UUID]
+
+
+def steps(setup: Setup, s: Sized) -> list[Callable[[], Awaitable[float]]]:
+    """The rows' steps for one size. Every step puts the activity back as it found it (a leaver
     joins again, a joiner leaves again), outside the measured calls, so each call meets N."""
-    probe, out = Probe(conn, pid), Measured()
+    conn, probe, users = setup.conn, setup.probe, setup.users
 
     async def join_leave() -> float:
         user = users.take()[0]
@@ -205,11 +240,21 @@ async def measure(conn: asyncpg.Connection, pid: int, s: Sized, users: Users, ca
     async def waitlist() -> float:
         return await probe(WAITLIST, s.full_activity, s.organizer)
 
-    steps = (join_leave, keyed_join_leave, promoting_leave, waitlisted_join, participants,
-             waitlist)
-    for row, step in zip(ROWS, steps, strict=True):
-        out.median_ms[row], out.cpu_ms[row] = await probe.row(calls, step)
-    return out
+    return [join_leave, keyed_join_leave, promoting_leave, waitlisted_join, participants,
+            waitlist]
+
+
+async def measure(setups: list[Setup], sizes: list[int], calls: int) -> list[dict[int, Measured]]:
+    """Every row at every size for each setup, the setups taking turns step by step."""
+    results: list[dict[int, Measured]] = [{n: Measured() for n in sizes} for _ in setups]
+    probes = [setup.probe for setup in setups]
+    for n in sizes:
+        per_setup = [steps(setup, setup.seeded[n]) for setup in setups]
+        for i, name in enumerate(ROWS):
+            measured = await row(calls, probes, [mine[i] for mine in per_setup])
+            for out, (median, cpu) in zip(results, measured, strict=True):
+                out[n].median_ms[name], out[n].cpu_ms[name] = median, cpu
+    return results
 
 
 async def joins_per_second(pool: asyncpg.Pool, activities: list[uuid.UUID], users: Users,
@@ -230,7 +275,7 @@ async def joins_per_second(pool: asyncpg.Pool, activities: list[uuid.UUID], user
 
 def table(sizes: list[int], results: dict[int, Measured]) -> Iterator[str]:
     head = " | ".join(f"N = {n:,}" for n in sizes)
-    cpu_head = " | ".join(f"PG CPU, N = {n:,}" for n in sizes)
+    cpu_head = " | ".join(f"PG CPU per call, N = {n:,}" for n in sizes)
     yield f"| Operation | {head} | growth | {cpu_head} |"
     yield "|---|" + "---|" * (2 * len(sizes) + 1)
     for row in ROWS:
@@ -241,49 +286,102 @@ def table(sizes: list[int], results: dict[int, Measured]) -> Iterator[str]:
                + " | ".join("n/a" if c is None else f"{c:.3f} ms" for c in cpu) + " |")
 
 
+def ratios(sizes: list[int], after: dict[int, Measured], before: dict[int, Measured]
+           ) -> Iterator[str]:
+    """This tree against --against, row by row: median and PostgreSQL CPU, after / before."""
+    head = " | ".join(f"median, N = {n:,} | PG CPU, N = {n:,}" for n in sizes)
+    yield f"| this tree / against | {head} |"
+    yield "|---|" + "---|" * (2 * len(sizes))
+    for row in ROWS:
+        cells = []
+        for n in sizes:
+            cells.append(f"{after[n].median_ms[row] / before[n].median_ms[row]:.2f}x")
+            a, b = after[n].cpu_ms[row], before[n].cpu_ms[row]
+            cells.append("n/a" if a is None or b is None else f"{a / b:.2f}x")
+        yield f"| {row} | " + " | ".join(cells) + " |"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="100,10000", help="N: members (and waitlisted)")
     parser.add_argument("--calls", type=int, default=200, help="measured calls per row and size")
     parser.add_argument("--hot-joins", type=int, default=60, help="joins per caller, hot/spread")
+    parser.add_argument("--hot-runs", type=int, default=1,
+                        help="hot/spread runs per setup (taking turns), the median ratio kept")
     parser.add_argument("--spare", type=int, default=3000, help="extra users to seed")
+    parser.add_argument("--against", type=Path, help="a directory holding another version's sql/")
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
-    database = f"participation_bench_sql_{uuid.uuid4().hex[:8]}"
+    sources: list[tuple[str, Traversable | None]] = [("this tree", None)]
+    if args.against:
+        sources.append((f"against {args.against}", args.against / "sql"))
     admin = await asyncpg.connect(dsn_for("postgres"))
-    await admin.execute(f"CREATE DATABASE {database}")
+    databases = [f"participation_bench_sql_{uuid.uuid4().hex[:8]}" for _ in sources]
     try:
-        await run(dsn_for(database), sizes, args)
+        setups = []
+        for database, (label, sql) in zip(databases, sources, strict=True):
+            await admin.execute(f"CREATE DATABASE {database}")
+            setups.append(await prepare(dsn_for(database), label, sql, sizes, args))
+        await run(setups, sizes, args)
+        for setup in setups:
+            await setup.conn.close()
     finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        for database in databases:
+            await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         await admin.close()
 
 
-async def run(dsn: str, sizes: list[int], args: argparse.Namespace) -> None:
-    await migrate(dsn)
+async def prepare(dsn: str, label: str, sql: Traversable | None, sizes: list[int],
+                  args: argparse.Namespace) -> Setup:
+    await (migrate(dsn) if sql is None else migrate(dsn, sql=sql))
     conn = await asyncpg.connect(dsn)
-    hot = 2 * HOT_CALLERS * args.hot_joins
+    hot = 2 * HOT_CALLERS * args.hot_joins * args.hot_runs
     need = sum(2 * n + 4 * (args.calls + 10) for n in sizes) + hot + args.spare
     users = await seed_users(conn, need)
     seeder = Seeder(conn, users)
-    seeded = [await seeder.sized(n) for n in sizes]
+    seeded = {n: await seeder.sized(n) for n in sizes}
     hot_activity = await seeder.activity(1_000_000, [], [])
     spread = [await seeder.activity(1_000_000, [], []) for _ in range(SPREAD_OVER)]
     await conn.execute("ANALYZE")
     pid = await conn.fetchval("SELECT pg_backend_pid()")
-    version = await conn.fetchval("SHOW server_version")
+    return Setup(label, dsn, conn, users, Probe(conn, pid), seeded, hot_activity, spread)
+
+
+async def run(setups: list[Setup], sizes: list[int], args: argparse.Namespace) -> None:
+    version = await setups[0].conn.fetchval("SHOW server_version")
     print(f"PostgreSQL {version}, one connection, {args.calls} calls per row and size, medians; "
           f"{os.cpu_count()} CPUs shared with the benchmark")
-    results = {s.n: await measure(conn, pid, s, users, args.calls) for s in seeded}
-    print("\n".join(table(sizes, results)))
-    pool = await asyncpg.create_pool(dsn, min_size=HOT_CALLERS, max_size=HOT_CALLERS)
-    spread_rate = await joins_per_second(pool, spread, users, args.hot_joins)
-    hot_rate = await joins_per_second(pool, [hot_activity], users, args.hot_joins)
-    await pool.close()
-    print(f"\n{HOT_CALLERS} callers, {HOT_CALLERS * args.hot_joins} joins each way: "
-          f"spread over {SPREAD_OVER} activities {spread_rate:.0f} joins/s, one hot activity "
-          f"{hot_rate:.0f} joins/s: hot = {hot_rate / spread_rate:.2f}x spread")
-    await conn.close()
+    results = await measure(setups, sizes, args.calls)
+    for setup, result in zip(setups, results, strict=True):
+        if len(setups) > 1:
+            print(f"\n{setup.label}:")
+        print("\n".join(table(sizes, result)))
+    if len(setups) > 1:
+        print()
+        print("\n".join(ratios(sizes, results[0], results[1])))
+    rates: list[list[tuple[float, float]]] = [[] for _ in setups]
+    print()
+    for turn in range(args.hot_runs):
+        order = list(enumerate(setups))
+        for i, setup in order if turn % 2 == 0 else reversed(order):
+            # One pool open at a time: the machine's PostgreSQL is shared.
+            async with asyncpg.create_pool(setup.dsn, min_size=HOT_CALLERS,
+                                           max_size=HOT_CALLERS) as pool:
+                spread_rate = await joins_per_second(pool, setup.spread, setup.users,
+                                                     args.hot_joins)
+                hot_rate = await joins_per_second(pool, [setup.hot_activity], setup.users,
+                                                  args.hot_joins)
+            rates[i].append((spread_rate, hot_rate))
+    for setup, runs in zip(setups, rates, strict=True):
+        if not runs:
+            continue
+        spread_rate, hot_rate = sorted(runs, key=lambda r: r[1] / r[0])[len(runs) // 2]
+        label = f" ({setup.label})" if len(setups) > 1 else ""
+        each = ", ".join(f"{h / s:.2f}x" for s, h in runs)
+        print(f"{HOT_CALLERS} callers, {HOT_CALLERS * args.hot_joins} joins each way{label}: "
+              f"spread over {SPREAD_OVER} activities {spread_rate:.0f} joins/s, one hot activity "
+              f"{hot_rate:.0f} joins/s: hot = {hot_rate / spread_rate:.2f}x spread"
+              + (f" (median of {len(runs)} runs: {each})" if len(runs) > 1 else ""))
 
 
 if __name__ == "__main__":
