@@ -104,8 +104,12 @@ RETURNS activity.activities LANGUAGE plpgsql AS $$
 DECLARE
     a activity.activities;
 BEGIN
-    PERFORM pg_advisory_xact_lock(1885434484, uuid_hash(p_activity_id));  -- class 'part'
-    SELECT * INTO a FROM activity.activities x WHERE x.activity_id = p_activity_id
+    -- One statement for both locks: the advisory lock (class 'part') is its uncorrelated
+    -- subquery, evaluated once before any row is read, so it is always taken before the row
+    -- lock. (Two statements cost one more executor start and end.)
+    SELECT * INTO a FROM activity.activities x
+    WHERE x.activity_id = p_activity_id
+      AND (SELECT pg_advisory_xact_lock(1885434484, uuid_hash(p_activity_id))) IS NOT NULL
     FOR NO KEY UPDATE;
     RETURN a;
 END $$;
@@ -135,21 +139,23 @@ $$;
 -- p_accepting = true: the invitation it accepts is the invitation, and only joining (not
 -- accepting) ignores blocks on XXL activities (contract 4.1). Everything about the user is read
 -- in one statement. Returns the caller's pending, unexpired invitation (NULL when none): the
--- join consumes it.
+-- join consumes it. (The ids of a refusal are put together only for that refusal.)
 CREATE OR REPLACE FUNCTION activity.pa_check_join(a activity.activities, p_activity_id uuid,
                                                   p_user uuid, p_accepting boolean)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
-    ids jsonb := jsonb_build_object('activity_id', p_activity_id);
     c record;
 BEGIN
     IF a.activity_id IS NULL OR (a.status = 'draft' AND a.organizer_user_id <> p_user) THEN
-        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found', ids);
+        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF a.status <> 'published' THEN
         PERFORM activity.pa_raise('PA009', 'ACTIVITY_NOT_PUBLISHED',
-                                  'The activity is not open for participation', ids);
+                                  'The activity is not open for participation',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF a.scheduled_at <= now() THEN
-        PERFORM activity.pa_raise('PA009', 'ACTIVITY_IN_PAST', 'The activity has already started', ids);
+        PERFORM activity.pa_raise('PA009', 'ACTIVITY_IN_PAST', 'The activity has already started',
+                                  jsonb_build_object('activity_id', p_activity_id));
     END IF;
     SELECT u.user_id IS NOT NULL AS found, coalesce(activity.pa_eligible(u), false) AS eligible,
            activity.pa_effective_subscription(u) AS subscription,
@@ -174,27 +180,33 @@ BEGIN
                                   jsonb_build_object('user_id', p_user));
     ELSIF a.organizer_user_id = p_user THEN
         PERFORM activity.pa_raise('PA009', 'USER_IS_ORGANIZER',
-                                  'The organizer already takes part in the activity', ids);
+                                  'The organizer already takes part in the activity',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF c.joined THEN
         PERFORM activity.pa_raise('PA006', 'ALREADY_JOINED',
-                                  'The user is already registered or waitlisted', ids);
+                                  'The user is already registered or waitlisted',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF (a.activity_type <> 'xxl' OR p_accepting) AND c.blocked THEN
         PERFORM activity.pa_raise('PA007', 'BLOCKED_USER',
-                                  'The user cannot join an activity of this organizer', ids);
+                                  'The user cannot join an activity of this organizer',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF a.activity_privacy_level = 'friends_only'
           AND NOT activity.pa_friends(p_user, a.organizer_user_id) THEN
         PERFORM activity.pa_raise('PA007', 'FRIENDS_ONLY',
-                                  'Only friends of the organizer may join this activity', ids);
+                                  'Only friends of the organizer may join this activity',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF a.activity_privacy_level = 'invite_only' AND NOT p_accepting
           AND c.invitation_id IS NULL THEN
         PERFORM activity.pa_raise('PA007', 'INVITE_ONLY',
-                                  'This activity is open to invited users only', ids);
+                                  'This activity is open to invited users only',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF a.joinable_at_free IS NOT NULL AND now() < a.joinable_at_free
           AND c.subscription = 'free' THEN
         PERFORM activity.pa_raise('PA007', 'PREMIUM_ONLY_PERIOD',
                                   'Only club and premium members may join before '
                                   || to_char(a.joinable_at_free AT TIME ZONE 'UTC',
-                                             'YYYY-MM-DD"T"HH24:MI:SS"Z"'), ids);
+                                             'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                                  jsonb_build_object('activity_id', p_activity_id));
     END IF;
     RETURN c.invitation_id;
 END $$;

@@ -9,6 +9,9 @@
 -- the waitlist is never renumbered. p_actor is who caused the change (NULL: the service itself).
 -- Times of admission are clock_timestamp(): the moment the seat or place was decided under the
 -- lock, so joined_at follows queue order even for calls that waited on the lock.
+-- Helpers are called in assignments, never with PERFORM: PL/pgSQL evaluates an assignment's
+-- function call as a simple expression, where PERFORM runs a whole SELECT through the executor
+-- (measured in a loop: 0.5 us against 3 us a call).
 
 -- The participants row of a seat: a new one, or an earlier record (cancelled, left over) made
 -- current again. Not a change of its own: pa_register and pa_promote write it.
@@ -31,11 +34,12 @@ END $$;
 CREATE OR REPLACE FUNCTION activity.pa_register(p_activity_id uuid, p_user uuid, p_actor uuid)
 RETURNS timestamptz LANGUAGE plpgsql AS $$
 DECLARE
+    v_event bigint;
     v_at timestamptz := activity.pa_seat_row(p_activity_id, p_user);
 BEGIN
     UPDATE activity.activities a SET current_participants_count = a.current_participants_count + 1
     WHERE a.activity_id = p_activity_id;
-    PERFORM activity.pa_event(p_activity_id, 'joined', p_user, p_actor);
+    v_event := activity.pa_event(p_activity_id, 'joined', p_user, p_actor);
     RETURN v_at;
 END $$;
 
@@ -45,6 +49,8 @@ END $$;
 CREATE OR REPLACE FUNCTION activity.pa_enqueue(p_activity_id uuid, p_user uuid, p_actor uuid,
     OUT waitlist_position integer, OUT joined_at timestamptz)
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint;
 BEGIN
     joined_at := clock_timestamp();
     INSERT INTO activity.waitlist_entries (activity_id, user_id, position, created_at)
@@ -53,14 +59,16 @@ BEGIN
     UPDATE activity.activities a SET waitlist_count = a.waitlist_count + 1
     WHERE a.activity_id = p_activity_id
     RETURNING a.waitlist_count INTO waitlist_position;
-    PERFORM activity.pa_event(p_activity_id, 'waitlisted', p_user, p_actor,
-                              jsonb_build_object('waitlist_position', waitlist_position));
+    v_event := activity.pa_event(p_activity_id, 'waitlisted', p_user, p_actor,
+                                 jsonb_build_object('waitlist_position', waitlist_position));
 END $$;
 
 -- LEFT_WAITLIST: false when the user was not waiting.
 CREATE OR REPLACE FUNCTION activity.pa_leave_waitlist(p_activity_id uuid, p_user uuid,
                                                       p_actor uuid)
 RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint;
 BEGIN
     DELETE FROM activity.waitlist_entries w
     WHERE w.activity_id = p_activity_id AND w.user_id = p_user;
@@ -69,33 +77,38 @@ BEGIN
     END IF;
     UPDATE activity.activities a SET waitlist_count = greatest(a.waitlist_count - 1, 0)
     WHERE a.activity_id = p_activity_id;
-    PERFORM activity.pa_event(p_activity_id, 'left_waitlist', p_user, p_actor);
+    v_event := activity.pa_event(p_activity_id, 'left_waitlist', p_user, p_actor);
     RETURN true;
 END $$;
 
 -- PROMOTED: from the waitlist into a free seat.
 CREATE OR REPLACE FUNCTION activity.pa_promote(p_activity_id uuid, p_user uuid)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint;
+    v_at timestamptz;
 BEGIN
     DELETE FROM activity.waitlist_entries w
     WHERE w.activity_id = p_activity_id AND w.user_id = p_user;
-    PERFORM activity.pa_seat_row(p_activity_id, p_user);
+    v_at := activity.pa_seat_row(p_activity_id, p_user);
     UPDATE activity.activities a
     SET current_participants_count = a.current_participants_count + 1,
         waitlist_count = greatest(a.waitlist_count - 1, 0)
     WHERE a.activity_id = p_activity_id;
-    PERFORM activity.pa_event(p_activity_id, 'promoted', p_user, NULL);
+    v_event := activity.pa_event(p_activity_id, 'promoted', p_user, NULL);
 END $$;
 
 -- DROPPED_FROM_WAITLIST: a waitlisted user who became ineligible, met at the head of the queue.
 CREATE OR REPLACE FUNCTION activity.pa_drop_from_waitlist(p_activity_id uuid, p_user uuid)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint;
 BEGIN
     DELETE FROM activity.waitlist_entries w
     WHERE w.activity_id = p_activity_id AND w.user_id = p_user;
     UPDATE activity.activities a SET waitlist_count = greatest(a.waitlist_count - 1, 0)
     WHERE a.activity_id = p_activity_id;
-    PERFORM activity.pa_event(p_activity_id, 'dropped_from_waitlist', p_user, NULL);
+    v_event := activity.pa_event(p_activity_id, 'dropped_from_waitlist', p_user, NULL);
 END $$;
 
 -- A registered participant is gone (left or cancelled): their seat frees, except where the
@@ -125,6 +138,8 @@ END $$;
 -- not registered.
 CREATE OR REPLACE FUNCTION activity.pa_leave(p_activity_id uuid, p_user uuid, p_actor uuid)
 RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint;
 BEGIN
     DELETE FROM activity.participants p
     WHERE p.activity_id = p_activity_id AND p.user_id = p_user
@@ -132,7 +147,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM activity.pa_event(p_activity_id, 'left', p_user, p_actor);
+    v_event := activity.pa_event(p_activity_id, 'left', p_user, p_actor);
     RETURN activity.pa_release_seat(p_activity_id);
 END $$;
 
@@ -141,6 +156,8 @@ END $$;
 CREATE OR REPLACE FUNCTION activity.pa_cancel(p_activity_id uuid, p_user uuid, p_reason text,
                                               p_actor uuid)
 RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint;
 BEGIN
     UPDATE activity.participants p
     SET participation_status = 'cancelled', cancelled_at = now(), left_at = now(),
@@ -150,7 +167,7 @@ BEGIN
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
-    PERFORM activity.pa_event(p_activity_id, 'cancelled', p_user, p_actor);
+    v_event := activity.pa_event(p_activity_id, 'cancelled', p_user, p_actor);
     RETURN activity.pa_release_seat(p_activity_id);
 END $$;
 
@@ -195,12 +212,14 @@ END $$;
 CREATE OR REPLACE FUNCTION activity.pa_set_role(p_activity_id uuid, p_user uuid, p_role text,
                                                 p_actor uuid)
 RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint;
 BEGIN
     UPDATE activity.participants p
     SET role = p_role::activity.participant_role, updated_at = now()
     WHERE p.activity_id = p_activity_id AND p.user_id = p_user;
-    PERFORM activity.pa_event(p_activity_id, 'role_changed', p_user, p_actor,
-                              jsonb_build_object('role', p_role));
+    v_event := activity.pa_event(p_activity_id, 'role_changed', p_user, p_actor,
+                                 jsonb_build_object('role', p_role));
 END $$;
 
 -- ATTENDANCE_MARKED: one entry of MarkAttendance; false when the user is not a registered
@@ -211,6 +230,7 @@ CREATE OR REPLACE FUNCTION activity.pa_set_attendance(p_activity_id uuid, p_user
                                                       p_status text, p_actor uuid)
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
+    v_event bigint;
     v_old text;
 BEGIN
     SELECT p.attendance_status::text INTO v_old FROM activity.participants p
@@ -231,8 +251,8 @@ BEGIN
                                                  - (v_old = 'attended')::int, 0),
             updated_at = now()
         WHERE u.user_id = p_user;
-        PERFORM activity.pa_event(p_activity_id, 'attendance_marked', p_user, p_actor,
-                                  jsonb_build_object('attendance_status', p_status));
+        v_event := activity.pa_event(p_activity_id, 'attendance_marked', p_user, p_actor,
+                                     jsonb_build_object('attendance_status', p_status));
     END IF;
     RETURN true;
 END $$;
@@ -243,6 +263,8 @@ END $$;
 CREATE OR REPLACE FUNCTION activity.pa_confirm(p_activity_id uuid, p_confirmed uuid,
     p_confirmer uuid, OUT confirmation_id uuid, OUT verification_count integer)
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_event bigint;
 BEGIN
     INSERT INTO activity.attendance_confirmations AS c
         (activity_id, confirmed_user_id, confirmer_user_id)
@@ -255,7 +277,7 @@ BEGIN
     UPDATE activity.users u SET verification_count = u.verification_count + 1, updated_at = now()
     WHERE u.user_id = p_confirmed
     RETURNING u.verification_count INTO verification_count;
-    PERFORM activity.pa_event(p_activity_id, 'attendance_confirmed', p_confirmed, p_confirmer);
+    v_event := activity.pa_event(p_activity_id, 'attendance_confirmed', p_confirmed, p_confirmer);
 END $$;
 
 -- INVITED: a new pending invitation. An earlier one that ran out is recorded as expired first,
@@ -264,6 +286,7 @@ CREATE OR REPLACE FUNCTION activity.pa_invite(p_activity_id uuid, p_inviter uuid
                                               p_message text, p_expires_in_hours integer)
 RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
+    v_event bigint;
     v_id uuid;
 BEGIN
     UPDATE activity.activity_invitations i SET status = 'expired'
@@ -274,8 +297,8 @@ BEGIN
     VALUES (p_activity_id, p_invitee, p_inviter, 'pending', now(),
             now() + make_interval(hours => p_expires_in_hours), nullif(p_message, ''))
     RETURNING i.invitation_id INTO v_id;
-    PERFORM activity.pa_event(p_activity_id, 'invited', p_invitee, p_inviter,
-                              jsonb_build_object('invitation_id', v_id));
+    v_event := activity.pa_event(p_activity_id, 'invited', p_invitee, p_inviter,
+                                 jsonb_build_object('invitation_id', v_id));
     RETURN v_id;
 END $$;
 
@@ -285,6 +308,7 @@ CREATE OR REPLACE FUNCTION activity.pa_close_invitation(p_invitation_id uuid, p_
                                                         p_actor uuid)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
+    v_event bigint;
     v_activity_id uuid;
     v_invitee uuid;
 BEGIN
@@ -292,6 +316,6 @@ BEGIN
     SET status = p_status::activity.invitation_status, responded_at = now()
     WHERE i.invitation_id = p_invitation_id
     RETURNING i.activity_id, i.user_id INTO v_activity_id, v_invitee;
-    PERFORM activity.pa_event(v_activity_id, 'invitation_' || p_status, v_invitee, p_actor,
-                              jsonb_build_object('invitation_id', p_invitation_id));
+    v_event := activity.pa_event(v_activity_id, 'invitation_' || p_status, v_invitee, p_actor,
+                                 jsonb_build_object('invitation_id', p_invitation_id));
 END $$;

@@ -6,17 +6,23 @@ RETURNS TABLE (activity_id uuid, user_id uuid, participation_status text, role t
                waitlist_position integer, joined_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_request jsonb := jsonb_build_array(p_activity_id);
-    v_reply jsonb := activity.pa_replay(p_user_id, p_request_id, 'JoinActivity', v_request);
+    v_reply jsonb;
     a activity.activities;
     r record;
 BEGIN
-    IF v_reply IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(activity_id uuid, user_id uuid,
-            participation_status text, role text, waitlist_position integer, joined_at timestamptz);
-        RETURN;
+    IF p_request_id IS NOT NULL THEN
+        v_reply := activity.pa_replay(p_user_id, p_request_id, 'JoinActivity',
+                                      jsonb_build_array(p_activity_id));
+        IF v_reply IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(activity_id uuid,
+                user_id uuid, participation_status text, role text, waitlist_position integer,
+                joined_at timestamptz);
+            RETURN;
+        END IF;
     END IF;
-    -- Every join of this activity queues here: capacity and positions are decided one at a time.
+    -- Every join of this activity queues here: capacity and positions are decided one at a
+    -- time. The checks run under the lock too: on two shared cores, reads moved before it only
+    -- competed for the CPU with the lock's holder (measured: no gain in hot joins per second).
     a := activity.pa_lock_activity(p_activity_id);
     r := activity.pa_admit(a, p_user_id, activity.pa_check_join(a, p_activity_id, p_user_id, false));
     activity_id := p_activity_id;
@@ -26,7 +32,8 @@ BEGIN
     waitlist_position := r.waitlist_position;
     joined_at := r.joined_at;
     IF p_request_id IS NOT NULL THEN
-        PERFORM activity.pa_remember(p_user_id, p_request_id, 'JoinActivity', v_request,
+        PERFORM activity.pa_remember(p_user_id, p_request_id, 'JoinActivity',
+            jsonb_build_array(p_activity_id),
             jsonb_build_object('activity_id', activity_id, 'user_id', user_id,
                                'participation_status', participation_status, 'role', role,
                                'waitlist_position', waitlist_position, 'joined_at', joined_at));
@@ -43,16 +50,18 @@ CREATE OR REPLACE FUNCTION activity.pa_lock_for_withdrawal(p_activity_id uuid, p
 RETURNS activity.activities LANGUAGE plpgsql AS $$
 DECLARE
     a activity.activities := activity.pa_lock_activity(p_activity_id);
-    ids jsonb := jsonb_build_object('activity_id', p_activity_id);
 BEGIN
     IF a.activity_id IS NULL THEN
-        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found', ids);
+        PERFORM activity.pa_raise('PA005', 'ACTIVITY_NOT_FOUND', 'Activity not found',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF a.organizer_user_id = p_user THEN
         PERFORM activity.pa_raise('PA009', 'IS_ORGANIZER',
-                                  'The organizer cannot leave their own activity', ids);
+                                  'The organizer cannot leave their own activity',
+                                  jsonb_build_object('activity_id', p_activity_id));
     ELSIF a.scheduled_at <= now() THEN
         PERFORM activity.pa_refuse_absent(a, p_user, NOT activity.pa_holds_place(a, p_user));
-        PERFORM activity.pa_raise('PA009', 'ACTIVITY_IN_PAST', 'The activity has already started', ids);
+        PERFORM activity.pa_raise('PA009', 'ACTIVITY_IN_PAST', 'The activity has already started',
+                                  jsonb_build_object('activity_id', p_activity_id));
     END IF;
     RETURN a;
 END $$;
@@ -86,33 +95,40 @@ RETURNS TABLE (activity_id uuid, user_id uuid, left_at timestamptz, was_waitlist
                promoted_user_ids uuid[])
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_request jsonb := jsonb_build_array(p_activity_id);
-    v_reply jsonb := activity.pa_replay(p_user_id, p_request_id, 'LeaveActivity', v_request);
+    v_reply jsonb;
     a activity.activities;
     v_free integer;
 BEGIN
-    IF v_reply IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(activity_id uuid, user_id uuid,
-            left_at timestamptz, was_waitlisted boolean, promoted_user_ids uuid[]);
-        RETURN;
+    IF p_request_id IS NOT NULL THEN
+        v_reply := activity.pa_replay(p_user_id, p_request_id, 'LeaveActivity',
+                                      jsonb_build_array(p_activity_id));
+        IF v_reply IS NOT NULL THEN
+            RETURN QUERY SELECT * FROM jsonb_to_record(v_reply) AS x(activity_id uuid,
+                user_id uuid, left_at timestamptz, was_waitlisted boolean,
+                promoted_user_ids uuid[]);
+            RETURN;
+        END IF;
     END IF;
     a := activity.pa_lock_for_withdrawal(p_activity_id, p_user_id);
     activity_id := p_activity_id;
     user_id := p_user_id;
     left_at := now();
-    was_waitlisted := activity.pa_leave_waitlist(p_activity_id, p_user_id, p_user_id);
     promoted_user_ids := '{}';
-    IF NOT was_waitlisted THEN
-        v_free := activity.pa_leave(p_activity_id, p_user_id, p_user_id);
-        IF v_free IS NULL THEN
+    -- A seat first (the common case: one statement), else a place in the queue.
+    v_free := activity.pa_leave(p_activity_id, p_user_id, p_user_id);
+    was_waitlisted := v_free IS NULL;
+    IF was_waitlisted THEN
+        IF NOT activity.pa_leave_waitlist(p_activity_id, p_user_id, p_user_id) THEN
             PERFORM activity.pa_refuse_absent(a, p_user_id, true);
             PERFORM activity.pa_raise('PA009', 'NOT_PARTICIPANT', 'The user is not a participant',
                                       jsonb_build_object('activity_id', p_activity_id));
         END IF;
+    ELSIF v_free > 0 AND a.waitlist_count > 0 THEN
         promoted_user_ids := activity.pa_fill_seats(a, v_free);
     END IF;
     IF p_request_id IS NOT NULL THEN
-        PERFORM activity.pa_remember(p_user_id, p_request_id, 'LeaveActivity', v_request,
+        PERFORM activity.pa_remember(p_user_id, p_request_id, 'LeaveActivity',
+            jsonb_build_array(p_activity_id),
             jsonb_build_object('activity_id', activity_id, 'user_id', user_id, 'left_at', left_at,
                                'was_waitlisted', was_waitlisted,
                                'promoted_user_ids', promoted_user_ids));
