@@ -238,13 +238,17 @@ class _Connections:
             connection.terminate()
 
     async def _connect(self) -> asyncpg.Connection:
-        connection: asyncpg.Connection = await asyncpg.connect(
-            self._dsn, server_settings=self._server_settings, timeout=self._connect_seconds)
-        try:
-            await _learn_types(connection)
-        except BaseException:
-            connection.terminate()
-            raise
+        # One bound for the connect and the type work together: the server may stop answering
+        # in between (frozen, cut off), and the type work's queries have no timeout of their
+        # own; unbounded, such a call would hold its gate places until the server came back.
+        async with asyncio.timeout(self._connect_seconds):
+            connection: asyncpg.Connection = await asyncpg.connect(
+                self._dsn, server_settings=self._server_settings)
+            try:
+                await _learn_types(connection)
+            except BaseException:
+                connection.terminate()
+                raise
         if self._query_logger is not None:
             connection.add_query_logger(self._query_logger)
         return connection

@@ -15,9 +15,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from participation_grpc.db import Database, Limits
+from participation_grpc.errors import ServiceError
 from participation_grpc.migrate import migrate
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service, error_info, serving, test_settings
+from tests.network import SilentAfterStartup
 from tests.private_postgres import PrivatePostgres
 
 Code = grpc.StatusCode
@@ -30,6 +33,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # The contract's windows for health (5 s), with slack for a shared machine; polled, not slept.
 HEALTH_WINDOW_SECONDS = 10.0
 POLL_SECONDS = 0.1
+GUARD_SECONDS = 60.0  # against hanging, never a measure of speed
 # Short limits so a frozen database is noticed in about a second.
 FAST = {"db_lock_timeout_ms": 500, "db_statement_timeout_ms": 1000,
         "db_acquire_timeout_ms": 1000, "db_pool_max_size": 8}
@@ -217,3 +221,26 @@ async def test_frozen_database_turns_health_not_serving_and_calls_unavailable(
     await database_agrees(service.settings.database_url or "", activity, replies)
     await recovers(service, activity)
 
+
+
+async def test_a_connection_cut_off_as_it_opens_is_answered_unavailable_holding_nothing(
+        database_url: str) -> None:
+    """The path to the database goes silent just after a pool connection opened, before the
+    pool's type setup on it ran (asyncpg's own queries, with no timeout of their own): each
+    call is still answered DATABASE_UNAVAILABLE within the acquire limit, not whenever the
+    server comes back, and gives its pool places back."""
+    proxy = SilentAfterStartup(database_url)
+    dsn = await proxy.start()
+    limits = Limits(FAST["db_lock_timeout_ms"], FAST["db_statement_timeout_ms"],
+                    FAST["db_acquire_timeout_ms"], per_key=1)
+    db = await Database.connect(dsn, min_size=0, max_size=2, limits=limits)
+    try:
+        for _ in range(3):  # more calls than places: a place held for good would show
+            with pytest.raises(ServiceError) as refused:
+                await asyncio.wait_for(db.fetchrow("SELECT 1"), GUARD_SECONDS)
+            assert refused.value.reason == "DATABASE_UNAVAILABLE"
+        assert proxy.opened == 3 and proxy.dropped > 0  # each call got past the connect
+        assert db.pool_sizes() == (0, 0, 2)
+    finally:
+        await db.close()
+        await proxy.close()
