@@ -94,7 +94,9 @@ class EventListener:
     async def _listen(self, conn: asyncpg.Connection) -> None:
         closed = asyncio.Event()  # set by asyncpg the moment the connection goes
         conn.add_termination_listener(lambda _conn: closed.set())
-        await conn.add_listener(outbox.CHANNEL, self._notified)
+        # Part of connecting, so bounded alike: LISTEN is a statement without a timeout.
+        async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+            await conn.add_listener(outbox.CHANNEL, self._notified)
         self.connected.set()
         self._wake_all()  # whatever committed while nobody here was listening
         while not closed.is_set():

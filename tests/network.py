@@ -33,6 +33,7 @@ class SilentAfterStartup:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
         self.opened = 0  # connections that reached ReadyForQuery
+        self._opening = asyncio.Condition()
         self.dropped = 0  # bytes clients sent after that, never forwarded
 
     async def start(self) -> str:
@@ -41,6 +42,10 @@ class SilentAfterStartup:
         user = self._dsn.username or "postgres"
         return urlunsplit(self._dsn._replace(netloc=f"{user}@127.0.0.1:{port}",
                                              query="sslmode=disable"))
+
+    async def opened_at_least(self, count: int) -> None:
+        async with self._opening:
+            await self._opening.wait_for(lambda: self.opened >= count)
 
     async def close(self) -> None:
         for writer in self._writers:
@@ -76,7 +81,9 @@ class SilentAfterStartup:
                 body = await server.readexactly(length - 4)
                 if kind == b"Z" and not ready.is_set():
                     ready.set()  # before the client can see it, so its next message is dropped
-                    self.opened += 1
+                    async with self._opening:
+                        self.opened += 1
+                        self._opening.notify_all()
                 client.write(header + body)
                 await client.drain()
 

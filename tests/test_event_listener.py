@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from participation_grpc.listener import EventListener
+from tests.network import SilentAfterStartup
 from tests.test_event_relay import DEADLINE_SECONDS, write_event
 
 # Long enough that a wake-up inside a test comes from a notification, not from the poll.
@@ -155,3 +156,18 @@ async def test_a_dropped_listen_connection_is_replaced_and_wakes_every_reader(
             await woken(wake)
     finally:
         await listener.stop()
+
+
+async def test_a_listen_never_answered_is_given_up_and_tried_again(database_url: str) -> None:
+    """The path to the database goes silent just after the listener's connection opened: its
+    LISTEN is never answered, and the listener gives that connection up and opens another
+    rather than waiting for an answer that may never come."""
+    proxy = SilentAfterStartup(database_url)
+    listener = EventListener(await proxy.start(), poll_seconds=NO_POLL)
+    listener.start()
+    try:
+        await asyncio.wait_for(proxy.opened_at_least(2), DEADLINE_SECONDS)
+        assert proxy.dropped > 0 and not listener.connected.is_set()
+    finally:
+        await listener.stop()
+        await proxy.close()
