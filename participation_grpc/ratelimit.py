@@ -203,8 +203,8 @@ def build_limiter(settings: Settings) -> Limiter:
         metrics.limiter_backend("local")
         return LocalLimiter(settings.rate_limits)
     metrics.limiter_backend("redis")
-    # Short timeouts: a slow or dead Redis must not stall calls, since the local limiter can
-    # decide at once.
+    # Bounded timeouts: a dead Redis must not stall calls, since the local limiter can decide
+    # at once; but not so short that a healthy Redis on a busy machine counts as down (settings).
     # One retry, on a connection error only: a pooled connection Redis closed (a restart)
     # fails at once, and a fresh one answers; a timeout is not retried.
     client = Redis.from_url(settings.redis_url,

@@ -47,7 +47,12 @@ class Settings:
     redis_url: str | None = None
     # Not from the environment: how long a Redis call may take before the in-process limiter
     # decides instead, and how long to wait before asking an unreachable Redis again.
-    redis_timeout_seconds: float = 0.25
+    # The timeout is for a Redis that is gone, not one that is slow to be heard: at 0.25 s a
+    # loaded machine (a process starved of CPU, a long GC pause) stalled the event loop past it
+    # with Redis healthy, and each replica then counted alone for redis_retry_seconds, letting
+    # calls over the shared budget through. A dead Redis refuses the connection at once; only a
+    # vanished host makes one probe per back-off wait this long.
+    redis_timeout_seconds: float = 2.0
     redis_retry_seconds: float = 2.0
     jwt_secret_key: str = DEV_JWT_SECRET
     jwt_algorithm: str = "HS256"

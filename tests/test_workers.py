@@ -148,11 +148,14 @@ def outcome(exc: grpc.aio.AioRpcError) -> str:
 
 
 async def lock_waiters(conn: asyncpg.Connection, at_least: int) -> None:
-    """Until that many of the service's connections wait on a lock (a condition, bounded)."""
+    """Until that many of the service's connections to conn's database wait on a lock (a
+    condition, bounded). pg_stat_activity shows the whole cluster: without the database, the
+    servers of other suites running on the machine (lock tests of their own) counted too, and
+    SIGTERM could come before this test had its calls in flight."""
     for _ in range(2000):
         waiting = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
-            "AND wait_event_type = 'Lock'")
+            "AND datname = current_database() AND wait_event_type = 'Lock'")
         if waiting >= at_least:
             return
         await asyncio.sleep(0.01)
@@ -179,7 +182,7 @@ async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
     settings = test_settings(database_url)
     todo = iter(users)
     outcomes: Counter[str] = Counter()
-    loaded, signalled = asyncio.Event(), asyncio.Event()
+    loaded, locked, signalled = asyncio.Event(), asyncio.Event(), asyncio.Event()
     ok_after_sigterm = 0
 
     # Waits are long so the held lock only delays the calls; the grace covers the whole drain.
@@ -207,6 +210,9 @@ async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
                 ok_after_sigterm += signalled.is_set()
                 if outcomes["OK"] >= 4 * CHANNELS:
                     loaded.set()
+                    # No new call until the row is locked: the users left then no longer
+                    # depend on how many joins the workers answer while the test locks it.
+                    await locked.wait()
 
         load = [asyncio.ensure_future(joiner(c)) for c in channels]
         await asyncio.wait_for(loaded.wait(), 120)
@@ -215,6 +221,7 @@ async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
         await lock.start()
         await locker.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 "
                              "FOR UPDATE", activity)
+        locked.set()
         # More than one worker's share of connections per activity (a quarter of its pool of
         # 20) wait on the lock: calls are in flight in both workers.
         await lock_waiters(conn, 6)
