@@ -38,17 +38,23 @@ CALLERS = 16
 # The writers compared; "shipped" is sql/procedures/00_events.sql itself. It notifies only
 # activities someone watches, so it runs twice: as most writes meet it, and with every bench
 # activity watched (a lease held, as an open WatchActivity stream holds one).
-SIGNATURE = ("activity.pa_event(p_activity_id uuid, p_event_type text, p_user_id uuid, "
-             "p_actor_user_id uuid, p_payload jsonb DEFAULT '{}')")
+SIGNATURE = (
+    "activity.pa_event(p_activity_id uuid, p_event_type text, p_user_id uuid, "
+    "p_actor_user_id uuid, p_payload jsonb DEFAULT '{}')"
+)
 NO_EVENTS = f"CREATE OR REPLACE FUNCTION {SIGNATURE} RETURNS bigint LANGUAGE sql AS 'SELECT 0::bigint'"
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = (ROOT / "sql" / "procedures" / "00_events.sql").read_text()
-VARIANTS = {"no event writes": (NO_EVENTS, False), "events, nobody watching": (SHIPPED, False),
-            "events, every activity watched": (SHIPPED, True)}
+VARIANTS = {
+    "no event writes": (NO_EVENTS, False),
+    "events, nobody watching": (SHIPPED, False),
+    "events, every activity watched": (SHIPPED, True),
+}
 WATCH_ALL = """INSERT INTO activity.participation_event_watchers
                SELECT activity_id, '00000000-0000-4000-8000-0000000000be', now() + interval '1 day'
                FROM activity.activities ON CONFLICT DO NOTHING"""
 UNWATCH_ALL = "DELETE FROM activity.participation_event_watchers"
+
 
 def dsn_for(database: str) -> str:
     url = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -62,14 +68,17 @@ def backend_cpu_ns(pid: int) -> int | None:
         return None
 
 
-async def seed(conn: asyncpg.Connection, activities: int, users: int
-               ) -> tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID]]:
+async def seed(
+    conn: asyncpg.Connection, activities: int, users: int
+) -> tuple[uuid.UUID, list[uuid.UUID], list[uuid.UUID]]:
     """An organizer, open activities (seats to spare) and users to join them."""
     ids = [uuid.uuid4() for _ in range(users + 1)]
     await conn.copy_records_to_table(
-        "users", schema_name="activity",
+        "users",
+        schema_name="activity",
         columns=["user_id", "email", "username", "password_hash", "first_name"],
-        records=[(u, f"{u.hex}@bench.test", f"u{u.hex}", "x", "Bench") for u in ids])
+        records=[(u, f"{u.hex}@bench.test", f"u{u.hex}", "x", "Bench") for u in ids],
+    )
     organizer, members = ids[0], ids[1:]
     made = [uuid.uuid4() for _ in range(activities)]
     for activity in made:
@@ -77,16 +86,20 @@ async def seed(conn: asyncpg.Connection, activities: int, users: int
             """INSERT INTO activity.activities (activity_id, organizer_user_id, title, status,
                    scheduled_at, max_participants, current_participants_count)
                VALUES ($1, $2, 'Bench', 'published', now() + interval '7 days', 1000000, 1)""",
-            activity, organizer)
+            activity,
+            organizer,
+        )
         await conn.execute(
-            "INSERT INTO activity.participants (activity_id, user_id, role) "
-            "VALUES ($1, $2, 'organizer')", activity, organizer)
+            "INSERT INTO activity.participants (activity_id, user_id, role) VALUES ($1, $2, 'organizer')",
+            activity,
+            organizer,
+        )
     return organizer, made, members
 
 
-async def pairs_on_one_connection(conn: asyncpg.Connection, pid: int, activity: uuid.UUID,
-                                  users: list[uuid.UUID], pairs: int) -> tuple[list[float],
-                                                                               int | None]:
+async def pairs_on_one_connection(
+    conn: asyncpg.Connection, pid: int, activity: uuid.UUID, users: list[uuid.UUID], pairs: int
+) -> tuple[list[float], int | None]:
     times = []
     cpu_before = backend_cpu_ns(pid)
     for i in range(pairs):
@@ -100,8 +113,9 @@ async def pairs_on_one_connection(conn: asyncpg.Connection, pid: int, activity: 
     return times, cpu
 
 
-async def pairs_per_second(pool: asyncpg.Pool, activities: list[uuid.UUID],
-                           users: list[uuid.UUID], pairs: int) -> float:
+async def pairs_per_second(
+    pool: asyncpg.Pool, activities: list[uuid.UUID], users: list[uuid.UUID], pairs: int
+) -> float:
     async def caller(n: int) -> None:
         mine = users[n::CALLERS]
         async with pool.acquire() as conn:
@@ -109,6 +123,7 @@ async def pairs_per_second(pool: asyncpg.Pool, activities: list[uuid.UUID],
                 user = mine[i % len(mine)]
                 await conn.fetchrow(JOIN, activities[n], user)
                 await conn.fetchrow(LEAVE, activities[n], user)
+
     started = time.perf_counter()
     await asyncio.gather(*(caller(n) for n in range(CALLERS)))
     return CALLERS * pairs / (time.perf_counter() - started)
@@ -128,36 +143,41 @@ async def outbox_cost(dsn: str, args: argparse.Namespace) -> None:
             await conn.execute(writer)
             await conn.execute(WATCH_ALL if watched else UNWATCH_ALL)
             await pairs_on_one_connection(conn, pid, activities[-1], users, 20)  # warm
-            spent, used = await pairs_on_one_connection(conn, pid, activities[-1], users,
-                                                        args.pairs)
+            spent, used = await pairs_on_one_connection(conn, pid, activities[-1], users, args.pairs)
             times[name] += spent
             if used is not None:
                 cpu[name].append(used / args.pairs)
-            rates[name].append(await pairs_per_second(pool, activities[:CALLERS], users,
-                                                      args.pairs // 4))
+            rates[name].append(await pairs_per_second(pool, activities[:CALLERS], users, args.pairs // 4))
     await conn.execute(SHIPPED)
     await conn.execute(UNWATCH_ALL)
     await pool.close()
     await conn.close()
     base = statistics.median(times["no event writes"])
     base_rate = statistics.median(rates["no event writes"])
-    print(f"join + leave, bare asyncpg: {args.rounds} rounds of {args.pairs} pairs per variant "
-          f"on one connection (medians), and {CALLERS} callers on {CALLERS} activities")
-    print("| writer | ms per join+leave | vs none | backend CPU per pair | "
-          f"{CALLERS} callers, pairs/s | vs none |")
+    print(
+        f"join + leave, bare asyncpg: {args.rounds} rounds of {args.pairs} pairs per variant "
+        f"on one connection (medians), and {CALLERS} callers on {CALLERS} activities"
+    )
+    print(
+        "| writer | ms per join+leave | vs none | backend CPU per pair | "
+        f"{CALLERS} callers, pairs/s | vs none |"
+    )
     print("|---|---|---|---|---|---|")
     for name in VARIANTS:
         median = statistics.median(times[name])
         used_ms = f"{statistics.median(cpu[name]) / 1e6:.3f} ms" if cpu[name] else "n/a"
         rate = statistics.median(rates[name])
-        print(f"| {name} | {median * 1e3:.3f} | {median / base:.2f}x | {used_ms} | "
-              f"{rate:.0f} | {rate / base_rate:.2f}x |")
+        print(
+            f"| {name} | {median * 1e3:.3f} | {median / base:.2f}x | {used_ms} | "
+            f"{rate:.0f} | {rate / base_rate:.2f}x |"
+        )
     shipped = statistics.median(times["events, nobody watching"])
-    line = (f"outbox cost per write (a join or a leave, one event each): "
-            f"{(shipped - base) * 1e3 / 2:+.3f} ms of latency ({(shipped / base - 1) * 100:+.0f} %)")
+    line = (
+        f"outbox cost per write (a join or a leave, one event each): "
+        f"{(shipped - base) * 1e3 / 2:+.3f} ms of latency ({(shipped / base - 1) * 100:+.0f} %)"
+    )
     if cpu["events, nobody watching"] and cpu["no event writes"]:
-        extra = statistics.median(cpu["events, nobody watching"]) - statistics.median(
-            cpu["no event writes"])
+        extra = statistics.median(cpu["events, nobody watching"]) - statistics.median(cpu["no event writes"])
         line += f", {extra / 2e6:+.3f} ms of PostgreSQL CPU"
     print(line)
 
@@ -165,17 +185,23 @@ async def outbox_cost(dsn: str, args: argparse.Namespace) -> None:
 async def commit_to_watcher(dsn: str, args: argparse.Namespace) -> None:
     conn = await asyncpg.connect(dsn)
     organizer, (activity,), users = await seed(conn, 1, 50)
-    settings = Settings(database_url=dsn, grpc_host="127.0.0.1", grpc_port=0,
-                        rate_limit_enabled=False, shutdown_pause_seconds=0.0)
+    settings = Settings(
+        database_url=dsn,
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        rate_limit_enabled=False,
+        shutdown_pause_seconds=0.0,
+    )
     latencies: list[float] = []
     from_insert: list[float] = []
     async with running(settings) as app:
         channel = grpc.aio.insecure_channel(app.address)
         stub = pb_grpc.ParticipationServiceStub(channel)
         token = mint_token(settings, organizer)
-        stream = stub.WatchActivity(pb.WatchActivityRequest(activity_id=str(activity),
-                                                            after_sequence=0),
-                                    metadata=(("authorization", f"Bearer {token}"),))
+        stream = stub.WatchActivity(
+            pb.WatchActivityRequest(activity_id=str(activity), after_sequence=0),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
         for i in range(args.latency_events):
             user = users[(i // 2) % len(users)]
             await conn.fetchrow(JOIN if i % 2 == 0 else LEAVE, activity, user)
@@ -190,14 +216,18 @@ async def commit_to_watcher(dsn: str, args: argparse.Namespace) -> None:
         stream.cancel()
         await channel.close()
     await conn.close()
-    print(f"\ncommit to watcher ({len(latencies)} events, one at a time; server, watcher and "
-          f"writer on this host, the stream on a watched activity):")
-    for label, values in (("from the commit's return", latencies),
-                          ("from the event's insert", from_insert)):
+    print(
+        f"\ncommit to watcher ({len(latencies)} events, one at a time; server, watcher and "
+        f"writer on this host, the stream on a watched activity):"
+    )
+    for label, values in (("from the commit's return", latencies), ("from the event's insert", from_insert)):
         values.sort()
         p = [values[int(q * (len(values) - 1))] * 1e3 for q in (0.5, 0.95, 0.99)]
-        print(f"  {label}: p50 {p[0]:.1f} ms, p95 {p[1]:.1f} ms, p99 {p[2]:.1f} ms, "
-              f"max {values[-1] * 1e3:.1f} ms")
+        print(
+            f"  {label}: p50 {p[0]:.1f} ms, p95 {p[1]:.1f} ms, p99 {p[2]:.1f} ms, "
+            f"max {values[-1] * 1e3:.1f} ms"
+        )
+
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)

@@ -22,8 +22,7 @@ USERS = 1000  # spread over many users, so every admitted call finds a realistic
 CONCURRENCY = 64
 
 
-async def timings(limiter: Limiter, calls: int, subjects: list[str], limit_class: str
-                  ) -> list[float]:
+async def timings(limiter: Limiter, calls: int, subjects: list[str], limit_class: str) -> list[float]:
     """Microseconds of each of `calls` sequential decisions."""
     spent = []
     for i in range(calls):
@@ -35,8 +34,10 @@ async def timings(limiter: Limiter, calls: int, subjects: list[str], limit_class
 
 def report(label: str, spent: list[float]) -> None:
     ordered = sorted(spent)
-    print(f"{label:<40} mean {statistics.fmean(spent):7.1f} µs   "
-          f"p50 {ordered[len(ordered) // 2]:7.1f} µs   p99 {ordered[int(len(ordered) * 0.99)]:7.1f} µs")
+    print(
+        f"{label:<40} mean {statistics.fmean(spent):7.1f} µs   "
+        f"p50 {ordered[len(ordered) // 2]:7.1f} µs   p99 {ordered[int(len(ordered) * 0.99)]:7.1f} µs"
+    )
 
 
 async def throughput(limiter: Limiter, calls: int) -> float:
@@ -44,8 +45,7 @@ async def throughput(limiter: Limiter, calls: int) -> float:
     subjects = [str(uuid.uuid4()) for _ in range(calls)]
     start = time.perf_counter()
     for batch in range(0, calls, CONCURRENCY):
-        await asyncio.gather(*(limiter.acquire(s, "read")
-                               for s in subjects[batch:batch + CONCURRENCY]))
+        await asyncio.gather(*(limiter.acquire(s, "read") for s in subjects[batch : batch + CONCURRENCY]))
     return calls / (time.perf_counter() - start)
 
 
@@ -54,10 +54,8 @@ async def measure(name: str, limiter: Limiter, calls: int) -> None:
     await timings(limiter, 200, [str(uuid.uuid4())], "read")  # connect, load the script
     # Default limits: reads 60/min, so calls / USERS per user stay admitted below that.
     report(f"{name}, admitted", await timings(limiter, calls, users, "read"))
-    report(f"{name}, refused (over the limit)",
-           await timings(limiter, calls, [str(uuid.uuid4())], "write"))
-    print(f"{name}, {CONCURRENCY} concurrent callers: "
-          f"{await throughput(limiter, calls):,.0f} decisions/s")
+    report(f"{name}, refused (over the limit)", await timings(limiter, calls, [str(uuid.uuid4())], "write"))
+    print(f"{name}, {CONCURRENCY} concurrent callers: {await throughput(limiter, calls):,.0f} decisions/s")
 
 
 async def _ping(client: Redis) -> float:
@@ -79,11 +77,11 @@ async def redis_answers(url: str) -> bool:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=20000)
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL")
-                        or "redis://127.0.0.1:6379/0")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     args = parser.parse_args()
-    print(f"{args.calls} sequential decisions per row, {USERS} users, default limits, "
-          f"Redis at {args.redis_url}")
+    print(
+        f"{args.calls} sequential decisions per row, {USERS} users, default limits, Redis at {args.redis_url}"
+    )
     await measure("in process", LocalLimiter(RateLimits()), args.calls)
     if not await redis_answers(args.redis_url):
         print(f"Redis at {args.redis_url} does not answer: Redis rows skipped")

@@ -129,8 +129,10 @@ class Waits:
     def line(self, table: str) -> str:
         times = sorted(self.seconds.get(table, [0.0]))
         p99 = times[int(len(times) * 0.99) - 1] if len(times) >= 100 else times[-1]
-        return (f"{table}: {len(times)} reads, median {statistics.median(times) * 1000:.1f} ms, "
-                f"p99 {p99 * 1000:.1f} ms, worst {times[-1] * 1000:.0f} ms")
+        return (
+            f"{table}: {len(times)} reads, median {statistics.median(times) * 1000:.1f} ms, "
+            f"p99 {p99 * 1000:.1f} ms, worst {times[-1] * 1000:.0f} ms"
+        )
 
 
 async def build_template(server: asyncpg.Connection, participants: int, waitlist: int) -> None:
@@ -146,16 +148,18 @@ async def build_template(server: asyncpg.Connection, participants: int, waitlist
             "SELECT (SELECT count(*) FROM activity.participants) AS p, "
             "(SELECT count(*) FROM activity.waitlist_entries) AS w, "
             "(SELECT count(*) FROM activity.activity_invitations) AS i, "
-            "(SELECT count(*) FROM activity.activities) AS a")
+            "(SELECT count(*) FROM activity.activities) AS a"
+        )
         assert counts is not None
-        print(f"predecessor database: {counts['a']} activities, {counts['p']} participants rows, "
-              f"{counts['w']} waitlist entries, {counts['i']} invitations")
+        print(
+            f"predecessor database: {counts['a']} activities, {counts['p']} participants rows, "
+            f"{counts['w']} waitlist entries, {counts['i']} invitations"
+        )
     finally:
         await conn.close()
 
 
-async def read_while(url: str, run: Callable[[], Awaitable[Any]], readers: int
-                     ) -> tuple[float, Waits, Any]:
+async def read_while(url: str, run: Callable[[], Awaitable[Any]], readers: int) -> tuple[float, Waits, Any]:
     """Run `run` while `readers` connections per table read one activity's rows at a time."""
     conn = await asyncpg.connect(url)
     activities = [r[0] for r in await conn.fetch("SELECT activity_id FROM activity.activities")]
@@ -169,14 +173,16 @@ async def read_while(url: str, run: Callable[[], Awaitable[Any]], readers: int
         try:
             while not done.is_set():
                 started = time.perf_counter()
-                await conn.fetchval(f"SELECT count(*) FROM activity.{table} WHERE activity_id = $1",
-                                    random.choice(activities))
+                await conn.fetchval(
+                    f"SELECT count(*) FROM activity.{table} WHERE activity_id = $1", random.choice(activities)
+                )
                 times.append(time.perf_counter() - started)
         finally:
             await conn.close()
 
-    tasks = [asyncio.create_task(reader(t)) for t in ("participants", "waitlist_entries")
-             for _ in range(readers)]
+    tasks = [
+        asyncio.create_task(reader(t)) for t in ("participants", "waitlist_entries") for _ in range(readers)
+    ]
     await asyncio.sleep(0.5)  # readers connected and warm
     started = time.perf_counter()
     try:
@@ -190,8 +196,7 @@ async def read_while(url: str, run: Callable[[], Awaitable[Any]], readers: int
 
 def old_migrate(ref: str, into: Path) -> Callable[[str], Awaitable[Any]]:
     """The migrate function of git revision `ref`, reading that revision's SQL."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     spec = importlib.util.spec_from_file_location("old_migrate", into / "participation_grpc" / "migrate.py")
     assert spec and spec.loader
@@ -203,8 +208,13 @@ def old_migrate(ref: str, into: Path) -> Callable[[str], Awaitable[Any]]:
     return found
 
 
-async def one_run(server: asyncpg.Connection, label: str, run: Callable[[str], Awaitable[Any]],
-                  readers: int, prepare: str | None = None) -> None:
+async def one_run(
+    server: asyncpg.Connection,
+    label: str,
+    run: Callable[[str], Awaitable[Any]],
+    readers: int,
+    prepare: str | None = None,
+) -> None:
     name = f"participation_bench_run_{os.getpid()}"
     await server.execute(f"DROP DATABASE IF EXISTS {name}")
     await server.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
@@ -239,9 +249,14 @@ async def main() -> None:
         if args.baseline:
             with tempfile.TemporaryDirectory() as folder:
                 old = old_migrate(args.baseline, Path(folder))
-                await one_run(server, f"migrate of {args.baseline}", old, args.readers,
-                              prepare="UPDATE activity.waitlist_entries "
-                                      "SET waitlist_id = gen_random_uuid() WHERE waitlist_id IS NULL")
+                await one_run(
+                    server,
+                    f"migrate of {args.baseline}",
+                    old,
+                    args.readers,
+                    prepare="UPDATE activity.waitlist_entries "
+                    "SET waitlist_id = gen_random_uuid() WHERE waitlist_id IS NULL",
+                )
     finally:
         await server.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
         await server.close()

@@ -78,13 +78,18 @@ async def serve(mode: str) -> None:
     from participation_grpc.app import running
     from participation_grpc.settings import Settings
 
-    settings = Settings(database_url=os.environ["DATABASE_URL"], grpc_host="127.0.0.1",
-                        grpc_port=0, rate_limit_enabled=False, shutdown_pause_seconds=0,
-                        log_format="json")
+    settings = Settings(
+        database_url=os.environ["DATABASE_URL"],
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        rate_limit_enabled=False,
+        shutdown_pause_seconds=0,
+        log_format="json",
+    )
     logs.configure(settings)  # stderr is /dev/null: formatted and written, as in production
     loop = asyncio.get_running_loop()
     async with running(settings) as app:
-        del app.pipeline.observers[MODES.index(mode):]
+        del app.pipeline.observers[MODES.index(mode) :]
         print(app.port, flush=True)
         while (await loop.run_in_executor(None, sys.stdin.readline)).strip() == "start":
             cpu = time.process_time()
@@ -94,8 +99,14 @@ async def serve(mode: str) -> None:
 
 async def drive(mode: str, calls: int) -> dict[str, float]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--serve", mode, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        __file__,
+        "--serve",
+        mode,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     port = int(await proc.stdout.readline())
     from participation_grpc.auth import mint_token
@@ -115,8 +126,7 @@ async def drive(mode: str, calls: int) -> dict[str, float]:
 
         async def join() -> None:
             try:
-                await stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(uuid.uuid4())),
-                                        metadata=auth)
+                await stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(uuid.uuid4())), metadata=auth)
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
 
@@ -157,8 +167,10 @@ async def main() -> None:
         for mode in MODES:
             for name, cost in (await drive(mode, args.calls)).items():
                 results[mode].setdefault(name, []).append(cost)
-    print(f"server CPU per call (median of {args.rounds} rounds of {args.calls} calls, "
-          f"{CONCURRENCY} at a time):")
+    print(
+        f"server CPU per call (median of {args.rounds} rounds of {args.calls} calls, "
+        f"{CONCURRENCY} at a time):"
+    )
     base = {name: statistics.median(v) for name, v in results["none"].items()}
     for mode in MODES:
         line = []

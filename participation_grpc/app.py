@@ -42,27 +42,30 @@ class App:
         self.db = db
         self.probe = DatabaseProbe(settings.database_url)
         self.health = DatabaseHealth(self.probe)
-        self.limiter: Limiter | None = (
-            build_limiter(settings) if settings.rate_limit_enabled else None)
+        self.limiter: Limiter | None = build_limiter(settings) if settings.rate_limit_enabled else None
         self.events = Events(settings, db)
         steps: list[Step] = [AuthStep(TokenVerifier(settings))]
         if self.limiter is not None:
             steps.append(LimitStep(self.limiter, exempt=ReplayCheck(db)))
         self.replies = reply_pruner(db)
         self.telemetry = Telemetry(settings)
-        self.pipeline = Pipeline(steps, max_concurrent=settings.grpc_max_concurrent_rpcs,
-                                 public_services=PUBLIC_SERVICES,
-                                 observers=self.telemetry.observers)
+        self.pipeline = Pipeline(
+            steps,
+            max_concurrent=settings.grpc_max_concurrent_rpcs,
+            public_services=PUBLIC_SERVICES,
+            observers=self.telemetry.observers,
+        )
         # Servicers register with the pipeline as they would with a server (it has the two
         # registration methods); the server only ever sees the wrapped handlers.
         registrar: Any = self.pipeline
         participation_pb2_grpc.add_ParticipationServiceServicer_to_server(
-            ParticipationServicer(db, PageTokens(_page_token_key(settings)), self.events.watchers),
-            registrar)
+            ParticipationServicer(db, PageTokens(_page_token_key(settings)), self.events.watchers), registrar
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
         reflection.add_to(self.pipeline, (SERVICE_NAME, HEALTH))
-        self.server = grpc.aio.server(handlers=[self.pipeline.generic_handler()],
-                                      options=server_options(settings))
+        self.server = grpc.aio.server(
+            handlers=[self.pipeline.generic_handler()], options=server_options(settings)
+        )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         try:
             if settings.tls is not None:  # TLS_CERT_FILE and TLS_KEY_FILE (and TLS_CLIENT_CA_FILE)
@@ -70,8 +73,9 @@ class App:
             else:
                 self.port = self.server.add_insecure_port(address)
         except RuntimeError:  # grpc says only "Failed to bind": the usual cause is a taken port
-            raise ConfigError(f"GRPC_PORT: cannot listen on {address} (is another process "
-                              "using the port?)") from None
+            raise ConfigError(
+                f"GRPC_PORT: cannot listen on {address} (is another process using the port?)"
+            ) from None
         self._watch: asyncio.Task[None] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -121,8 +125,7 @@ class App:
 
 
 @asynccontextmanager
-async def running(settings: Settings, query_logger: QueryLogger | None = None
-                  ) -> AsyncIterator[App]:
+async def running(settings: Settings, query_logger: QueryLogger | None = None) -> AsyncIterator[App]:
     """The service for as long as the block runs: pool, server, health watcher and limiter,
     then (also after an exception) the graceful stop and the pool's close. `serve`, `dev` and
     the tests all enter it; each worker process of a supervisor enters it once."""
@@ -130,9 +133,13 @@ async def running(settings: Settings, query_logger: QueryLogger | None = None
         raise ConfigError("DATABASE_URL is required")
     if not settings.redis_url and settings.is_production and settings.rate_limit_enabled:
         log.warning("REDIS_URL is unset: rate limits are enforced per replica, not shared")
-    db = await Database.connect(settings.database_url, settings.db_pool_min_size,
-                                settings.db_pool_max_size, Limits.from_settings(settings),
-                                query_logger)
+    db = await Database.connect(
+        settings.database_url,
+        settings.db_pool_min_size,
+        settings.db_pool_max_size,
+        Limits.from_settings(settings),
+        query_logger,
+    )
     try:
         app = App(settings, db)
         try:
@@ -172,8 +179,7 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # Long-lived HTTP/2 connections are closed now and then, so clients spread over replicas
         # again; calls (and streams) on them get the grace period to finish.
         ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000)),
-        ("grpc.max_connection_age_grace_ms",
-         int(settings.grpc_max_connection_age_grace_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(settings.grpc_max_connection_age_grace_seconds * 1000)),
         ("grpc.keepalive_time_ms", int(settings.grpc_keepalive_time_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.grpc_keepalive_timeout_seconds * 1000)),
         # Clients' keepalive pings are answered, also on idle connections and as often as every

@@ -46,8 +46,9 @@ class TokenVerifier:
     token's `exp`): a repeated call costs a dictionary lookup instead of a signature check.
     """
 
-    def __init__(self, settings: Settings, cache_size: int = 10_000,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, cache_size: int = 10_000, clock: Callable[[], float] = time.time
+    ) -> None:
         self._algorithm = settings.jwt_algorithm
         self._key: Any = settings.jwt_key
         self._issuer = settings.jwt_issuer
@@ -125,17 +126,13 @@ def _user_id(sub: object) -> uuid.UUID:
 def _is_numeric_date(value: object) -> bool:
     """A JWT NumericDate (RFC 7519) this service can mean: a finite number of seconds between
     1970 and the year 10000, so `exp: 1e308` is no token that never expires."""
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and 0 <= value < _YEAR_10000)
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < _YEAR_10000
 
 
-def mint_token(settings: Settings, user_id: uuid.UUID, ttl_seconds: int = 3600,
-               **claims: Any) -> str:
+def mint_token(settings: Settings, user_id: uuid.UUID, ttl_seconds: int = 3600, **claims: Any) -> str:
     """A development access token signed with the configured secret (HS256 only)."""
     if settings.jwt_algorithm != "HS256":
         raise ValueError("tokens can only be minted here for HS256; use the identity service")
     now = int(time.time())
-    payload = {"sub": str(user_id), "iat": now, "exp": now + ttl_seconds, "type": "access",
-               **claims}
+    payload = {"sub": str(user_id), "iat": now, "exp": now + ttl_seconds, "type": "access", **claims}
     return jwt.encode(payload, settings.jwt_secret_key, algorithm="HS256")
-

@@ -38,9 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     # the client package alone gets one line saying what to install, not an ImportError.
     missing = missing_server_packages()
     if missing:
-        print(f"participation-grpc: the server needs {DISTRIBUTION}[server] "
-              f"(pip install '{DISTRIBUTION}[server]'); missing: {', '.join(missing)}",
-              file=sys.stderr)
+        print(
+            f"participation-grpc: the server needs {DISTRIBUTION}[server] "
+            f"(pip install '{DISTRIBUTION}[server]'); missing: {', '.join(missing)}",
+            file=sys.stderr,
+        )
         return 2
     from participation_grpc import logs
     from participation_grpc.settings import ConfigError, Settings
@@ -48,17 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="participation-grpc", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the gRPC service (configured by the environment)")
-    migrating = commands.add_parser("migrate", help="apply the schema and procedures to DATABASE_URL "
-                                                    "and repair inconsistent data; prints a report")
-    migrating.add_argument("--dry-run", action="store_true",
-                           help="report what would be applied and repaired, then roll it all back")
-    commands.add_parser("reconcile", help="recompute every activity's counters from its rows "
-                                          "and print what was fixed")
+    migrating = commands.add_parser(
+        "migrate",
+        help="apply the schema and procedures to DATABASE_URL and repair inconsistent data; prints a report",
+    )
+    migrating.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="report what would be applied and repaired, then roll it all back",
+    )
+    commands.add_parser(
+        "reconcile", help="recompute every activity's counters from its rows and print what was fixed"
+    )
     token = commands.add_parser("token", help="mint a development access token (HS256)")
     token.add_argument("user_id", type=uuid.UUID, help="the user the token acts for")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
-    commands.add_parser("dev", help="migrate, load demo data and serve on 127.0.0.1 "
-                                    "(embedded PostgreSQL when DATABASE_URL is unset)")
+    commands.add_parser(
+        "dev",
+        help="migrate, load demo data and serve on 127.0.0.1 "
+        "(embedded PostgreSQL when DATABASE_URL is unset)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_environ()

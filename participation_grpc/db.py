@@ -36,8 +36,12 @@ class Limits:
     def from_settings(cls, settings: Settings) -> Limits:
         # A quarter of the pool per activity: calls queueing on one locked activity can never
         # take the connections that every other activity needs.
-        return cls(settings.db_lock_timeout_ms, settings.db_statement_timeout_ms,
-                   settings.db_acquire_timeout_ms, max(1, settings.db_pool_max_size // 4))
+        return cls(
+            settings.db_lock_timeout_ms,
+            settings.db_statement_timeout_ms,
+            settings.db_acquire_timeout_ms,
+            max(1, settings.db_pool_max_size // 4),
+        )
 
 
 async def _learn_types(connection: asyncpg.Connection) -> None:
@@ -45,8 +49,7 @@ async def _learn_types(connection: asyncpg.Connection) -> None:
     (list items, keyset positions, bulk results) travel as Python objects, and uuid[], which
     asyncpg would otherwise look up with two queries on first use, is known from the start."""
     for kind in ("json", "jsonb"):
-        await connection.set_type_codec(kind, schema="pg_catalog", encoder=json.dumps,
-                                        decoder=json.loads)
+        await connection.set_type_codec(kind, schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
     await connection.prepare("SELECT $1::uuid[]")
 
 
@@ -83,9 +86,14 @@ class Database:
         self._statements = metrics.Statements()
 
     @classmethod
-    async def connect(cls, dsn: str, min_size: int = 2, max_size: int = 20,
-                      limits: Limits | None = None,
-                      query_logger: QueryLogger | None = None) -> Database:
+    async def connect(
+        cls,
+        dsn: str,
+        min_size: int = 2,
+        max_size: int = 20,
+        limits: Limits | None = None,
+        query_logger: QueryLogger | None = None,
+    ) -> Database:
         limits = limits or Limits()
         connections = _Connections(dsn, max_size, limits, query_logger)
         try:
@@ -108,8 +116,11 @@ class Database:
             try:
                 row = await self._once(query, args)
             except asyncpg.PostgresError as exc:
-                if exc.sqlstate not in errors.RETRYABLE_SQLSTATES or attempt == _RACE_ATTEMPTS \
-                        or time.monotonic() - started > self._race_seconds:
+                if (
+                    exc.sqlstate not in errors.RETRYABLE_SQLSTATES
+                    or attempt == _RACE_ATTEMPTS
+                    or time.monotonic() - started > self._race_seconds
+                ):
                     raise
                 log.debug("retrying after %s (attempt %d)", exc.sqlstate, attempt)
                 continue
@@ -133,8 +144,9 @@ class Database:
         finally:
             self._per_key.leave(key)
 
-    async def _on_a_connection(self, query: str, args: tuple[Any, ...], waiting: float
-                               ) -> asyncpg.Record | None:
+    async def _on_a_connection(
+        self, query: str, args: tuple[Any, ...], waiting: float
+    ) -> asyncpg.Record | None:
         connection = await self._connections.take()
         running = time.monotonic()
         metrics.POOL_ACQUIRE_SECONDS.observe(running - waiting)
@@ -178,8 +190,7 @@ class _Connections:
     """Open connections, idle ones reused last-in first-out. Never more than `max_size` are
     taken at once (Database's gate sees to it), so `take` connects or reuses, never waits."""
 
-    def __init__(self, dsn: str, max_size: int, limits: Limits,
-                 query_logger: QueryLogger | None) -> None:
+    def __init__(self, dsn: str, max_size: int, limits: Limits, query_logger: QueryLogger | None) -> None:
         self._dsn = dsn
         self.max_size = max_size
         self._idle: list[asyncpg.Connection] = []
@@ -243,7 +254,8 @@ class _Connections:
         # own; unbounded, such a call would hold its gate places until the server came back.
         async with asyncio.timeout(self._connect_seconds):
             connection: asyncpg.Connection = await asyncpg.connect(
-                self._dsn, server_settings=self._server_settings)
+                self._dsn, server_settings=self._server_settings
+            )
             try:
                 await _learn_types(connection)
             except BaseException:

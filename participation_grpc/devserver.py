@@ -41,8 +41,7 @@ async def run_dev(settings: Settings) -> int:
     """Serve on 127.0.0.1 with demo data until Ctrl-C or SIGTERM; the embedded PostgreSQL
     (used when DATABASE_URL is unset) is stopped on the way out."""
     if settings.is_production:
-        print("refusing to load demo data with ENVIRONMENT=production; use 'serve'",
-              file=sys.stderr)
+        print("refusing to load demo data with ENVIRONMENT=production; use 'serve'", file=sys.stderr)
         return 2
     server = None
     try:
@@ -54,8 +53,9 @@ async def run_dev(settings: Settings) -> int:
             dsn = server.get_uri(DATABASE)
         await migrate(dsn)
         await load_demo(dsn)
-        settings = dataclasses.replace(settings, database_url=dsn, grpc_host="127.0.0.1",
-                                       metrics_host="127.0.0.1")
+        settings = dataclasses.replace(
+            settings, database_url=dsn, grpc_host="127.0.0.1", metrics_host="127.0.0.1"
+        )
         return await serve(settings, on_ready=lambda app: _banner(settings, app, server))
     finally:
         if server is not None:
@@ -91,26 +91,33 @@ async def _ensure_database(server_dsn: str, name: str) -> None:
 def _banner(settings: Settings, app: App, server: object | None) -> None:
     address = f"127.0.0.1:{app.port}"
     grpcurl = _grpcurl()
-    where = (f"embedded PostgreSQL; its data stays in {project_dir() / '.pgdata'}"
-             if server is not None else "from the environment")
+    where = (
+        f"embedded PostgreSQL; its data stays in {project_dir() / '.pgdata'}"
+        if server is not None
+        else "from the environment"
+    )
     limits = settings.rate_limits
     # A self-signed TLS_CERT_FILE is its own CA (a chain file holding its CA works too); under
     # mTLS the lines need a client's -cert and -key as well, which only the user has.
-    transport = (f"-cacert {shlex.quote(settings.tls_cert_file or '')}" if settings.tls
-                 else "-plaintext")
+    transport = f"-cacert {shlex.quote(settings.tls_cert_file or '')}" if settings.tls else "-plaintext"
     lines = [
         "",
-        f"participation-grpc dev is serving on {address} "
-        f"({'TLS' if settings.tls else 'plaintext'})",
+        f"participation-grpc dev is serving on {address} ({'TLS' if settings.tls else 'plaintext'})",
         f"  DATABASE_URL={settings.database_url}",
         f"               ({where})",
         "  demo activities reset to their starting state (README.md, 'Demo data')",
-        (f"  metrics on http://127.0.0.1:{settings.metrics_port}/metrics"
-         if settings.metrics_port else "  metrics off (METRICS_PORT=0)"),
-        "  rate limits " + (f"on, per user a minute: writes {limits.write}, bulk {limits.bulk}, "
-                            f"confirm {limits.confirm}, reads {limits.read}"
-                            if settings.rate_limit_enabled
-                            else "off for exploring (RATE_LIMIT_ENABLED=true make run turns them on)"),
+        (
+            f"  metrics on http://127.0.0.1:{settings.metrics_port}/metrics"
+            if settings.metrics_port
+            else "  metrics off (METRICS_PORT=0)"
+        ),
+        "  rate limits "
+        + (
+            f"on, per user a minute: writes {limits.write}, bulk {limits.bulk}, "
+            f"confirm {limits.confirm}, reads {limits.read}"
+            if settings.rate_limit_enabled
+            else "off for exploring (RATE_LIMIT_ENABLED=true make run turns them on)"
+        ),
     ]
     if settings.jwt_algorithm == "HS256":
         token = mint_token(settings, DEMO_USER_ID, TOKEN_TTL_SECONDS)
@@ -119,20 +126,22 @@ def _banner(settings: Settings, app: App, server: object | None) -> None:
             f"    export TOKEN={token}",
             "",
             "Join a demo activity:",
-            f"  {grpcurl} {transport} -H \"authorization: Bearer {token}\" "
-            f"-d '{{\"activity_id\":\"{SUNDAY_RUN_ID}\"}}' {address} {JOIN}",
+            f'  {grpcurl} {transport} -H "authorization: Bearer {token}" '
+            f'-d \'{{"activity_id":"{SUNDAY_RUN_ID}"}}\' {address} {JOIN}',
             "",
             "Watch demo's Saturday hike (demo organizes it; events arrive as they commit)...",
-            f"  {grpcurl} {transport} -H \"authorization: Bearer {token}\" "
-            f"-d '{{\"activity_id\":\"{SATURDAY_HIKE_ID}\"}}' {address} {WATCH}",
+            f'  {grpcurl} {transport} -H "authorization: Bearer {token}" '
+            f'-d \'{{"activity_id":"{SATURDAY_HIKE_ID}"}}\' {address} {WATCH}',
             "...and in another shell let finn join it (WAITLISTED at 3 shows up in the first):",
-            f"  {grpcurl} {transport} -H \"authorization: Bearer "
-            f"{mint_token(settings, FINN_USER_ID, TOKEN_TTL_SECONDS)}\" "
-            f"-d '{{\"activity_id\":\"{SATURDAY_HIKE_ID}\"}}' {address} {JOIN}",
+            f'  {grpcurl} {transport} -H "authorization: Bearer '
+            f'{mint_token(settings, FINN_USER_ID, TOKEN_TTL_SECONDS)}" '
+            f'-d \'{{"activity_id":"{SATURDAY_HIKE_ID}"}}\' {address} {JOIN}',
         ]
     else:
-        lines.append(f"  JWT_ALGORITHM={settings.jwt_algorithm}: no development token "
-                     "(tokens come from your identity service)")
+        lines.append(
+            f"  JWT_ALGORITHM={settings.jwt_algorithm}: no development token "
+            "(tokens come from your identity service)"
+        )
     if settings.tls_client_ca_file:
         lines.append("(mTLS: add -cert and -key of a client certificate to each grpcurl line)")
     lines += [

@@ -34,25 +34,31 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "23505", "23503"})
 _BUSY_SQLSTATES = RETRYABLE_SQLSTATES | {
     "55P03",  # lock_not_available: waited DB_LOCK_TIMEOUT_MS for a row lock
     "57014",  # query_canceled: DB_STATEMENT_TIMEOUT_MS (the caller's own deadline never gets
-              # here: grpc cancels the handler, and asyncpg turns that into CancelledError)
+    # here: grpc cancels the handler, and asyncpg turns that into CancelledError)
     "55006",  # object_in_use
 }
-_GONE_SQLSTATES = frozenset({
-    "25006",  # read_only_sql_transaction: a failover left us on a standby
-    "25P03",  # idle_in_transaction_session_timeout
-    "40003",  # statement_completion_unknown
-})
+_GONE_SQLSTATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: a failover left us on a standby
+        "25P03",  # idle_in_transaction_session_timeout
+        "40003",  # statement_completion_unknown
+    }
+)
 # Whole classes, by their first two characters.
-_GONE_CLASSES = frozenset({
-    "08",  # connection exception
-    "53",  # insufficient resources: too many connections, disk full, out of memory
-    "57",  # operator intervention: admin or crash shutdown, cannot connect now
-    "58",  # system error: I/O
-})
-_BAD_VALUE_CLASSES = frozenset({
-    "22",  # data exception: a value the database cannot take
-    "54",  # program limit exceeded: a value too large to index or store
-})
+_GONE_CLASSES = frozenset(
+    {
+        "08",  # connection exception
+        "53",  # insufficient resources: too many connections, disk full, out of memory
+        "57",  # operator intervention: admin or crash shutdown, cannot connect now
+        "58",  # system error: I/O
+    }
+)
+_BAD_VALUE_CLASSES = frozenset(
+    {
+        "22",  # data exception: a value the database cannot take
+        "54",  # program limit exceeded: a value too large to index or store
+    }
+)
 # What a driver raises when the connection breaks mid-call, whatever state it was in (asyncpg's
 # InternalClientError "cannot switch to state 12" during a restart is one of these).
 _CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)
@@ -85,41 +91,55 @@ class ServiceError(Exception):
         return f"{self.code.name} {self.reason}: {self.message}"
 
 
-def invalid_argument(field_name: str, description: str, reason: str = "INVALID_ARGUMENT",
-                     **metadata: str) -> ServiceError:
-    return ServiceError(Code.INVALID_ARGUMENT, reason, f"{field_name}: {description}",
-                        metadata=metadata, violations=[Violation(field_name, description)])
+def invalid_argument(
+    field_name: str, description: str, reason: str = "INVALID_ARGUMENT", **metadata: str
+) -> ServiceError:
+    return ServiceError(
+        Code.INVALID_ARGUMENT,
+        reason,
+        f"{field_name}: {description}",
+        metadata=metadata,
+        violations=[Violation(field_name, description)],
+    )
 
 
 def shutting_down() -> ServiceError:
     return ServiceError(Code.UNAVAILABLE, "SHUTTING_DOWN", "The server is shutting down; retry")
 
 
-def rate_limited(limit_class: str, limit: int, retry_after_seconds: float,
-                 user_id: str) -> ServiceError:
+def rate_limited(limit_class: str, limit: int, retry_after_seconds: float, user_id: str) -> ServiceError:
     return ServiceError(
-        Code.RESOURCE_EXHAUSTED, "RATE_LIMITED",
-        f"Too many {limit_class} calls: at most {limit} per minute; "
-        f"retry in {retry_after_seconds:.1f} s",
+        Code.RESOURCE_EXHAUSTED,
+        "RATE_LIMITED",
+        f"Too many {limit_class} calls: at most {limit} per minute; retry in {retry_after_seconds:.1f} s",
         metadata={"limit_class": limit_class, "limit": str(limit)},
-        retry_after_seconds=retry_after_seconds, quota_subject=f"user:{user_id}")
+        retry_after_seconds=retry_after_seconds,
+        quota_subject=f"user:{user_id}",
+    )
 
 
 def too_many_streams(limit: int, user_id: str) -> ServiceError:
     """Open WatchActivity streams per user and replica (contract 9): a place frees when one of
     the caller's streams ends, so RetryInfo can only suggest a short wait."""
     return ServiceError(
-        Code.RESOURCE_EXHAUSTED, "RATE_LIMITED",
+        Code.RESOURCE_EXHAUSTED,
+        "RATE_LIMITED",
         f"Too many open streams: at most {limit} per user; close one and retry",
         metadata={"limit_class": "streams", "limit": str(limit)},
-        retry_after_seconds=1.0, quota_subject=f"user:{user_id}")
+        retry_after_seconds=1.0,
+        quota_subject=f"user:{user_id}",
+    )
 
 
 def overloaded(limit: int) -> ServiceError:
     """GRPC_MAX_CONCURRENT_RPCS calls are already in progress on this server."""
-    return ServiceError(Code.RESOURCE_EXHAUSTED, "OVERLOADED",
-                        f"The server is handling its maximum of {limit} calls; retry",
-                        metadata={"limit": str(limit)}, retry_after_seconds=BUSY_RETRY_SECONDS)
+    return ServiceError(
+        Code.RESOURCE_EXHAUSTED,
+        "OVERLOADED",
+        f"The server is handling its maximum of {limit} calls; retry",
+        metadata={"limit": str(limit)},
+        retry_after_seconds=BUSY_RETRY_SECONDS,
+    )
 
 
 def undecodable(method: str) -> ServiceError:
@@ -127,25 +147,32 @@ def undecodable(method: str) -> ServiceError:
     goes to the caller, and a burst of them is logged as one line."""
     _undecodable.record(method)
     message = "The request body is not a valid protobuf message of the request type"
-    return ServiceError(Code.INVALID_ARGUMENT, "INVALID_ARGUMENT", message,
-                        violations=[Violation("", message)])
+    return ServiceError(
+        Code.INVALID_ARGUMENT, "INVALID_ARGUMENT", message, violations=[Violation("", message)]
+    )
 
 
 def database_busy(waited_for: str) -> ServiceError:
     """The call waited past a configured limit (a row lock, a pool connection, its statement,
     a race retried too often); nothing was written."""
     _busy.record(waited_for)
-    return ServiceError(Code.UNAVAILABLE, "DATABASE_BUSY",
-                        "The database is busy; nothing was changed; retry",
-                        retry_after_seconds=BUSY_RETRY_SECONDS)
+    return ServiceError(
+        Code.UNAVAILABLE,
+        "DATABASE_BUSY",
+        "The database is busy; nothing was changed; retry",
+        retry_after_seconds=BUSY_RETRY_SECONDS,
+    )
 
 
 def database_unavailable(what: str) -> ServiceError:
     """The database cannot be reached, or went away during the call."""
     _outage.record(what)
-    return ServiceError(Code.UNAVAILABLE, "DATABASE_UNAVAILABLE",
-                        "The database is unavailable; retry",
-                        retry_after_seconds=UNAVAILABLE_RETRY_SECONDS)
+    return ServiceError(
+        Code.UNAVAILABLE,
+        "DATABASE_UNAVAILABLE",
+        "The database is unavailable; retry",
+        retry_after_seconds=UNAVAILABLE_RETRY_SECONDS,
+    )
 
 
 def database_answers() -> None:
@@ -202,22 +229,30 @@ def internal() -> ServiceError:
 
 def to_status(error: ServiceError) -> grpc.Status:
     """The wire status: google.rpc.Status with ErrorInfo and the details its code calls for."""
-    details = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN,
-                                           metadata=error.metadata)]
+    details = [error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)]
     if error.violations:
-        details.append(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-            for v in error.violations
-        ]))
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
     if error.retry_after_seconds is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after_seconds * 1e9))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     if error.quota_subject is not None:
-        details.append(error_details_pb2.QuotaFailure(violations=[
-            error_details_pb2.QuotaFailure.Violation(subject=error.quota_subject,
-                                                     description=error.message)
-        ]))
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=error.quota_subject, description=error.message
+                    )
+                ]
+            )
+        )
     packed = []
     for detail in details:
         any_detail = any_pb2.Any()

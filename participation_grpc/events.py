@@ -18,14 +18,18 @@ class Events:
         assert settings.database_url is not None
         self.listener = EventListener(settings.database_url, settings.events_poll_seconds)
         self.watchers = Watchers(db, self.listener)
-        self.retention = Retention(db, settings.event_retention_days,
-                                   relayed_only=settings.events_stream is not None)
+        self.retention = Retention(
+            db, settings.event_retention_days, relayed_only=settings.events_stream is not None
+        )
         self.relay: Relay | None = None
         if settings.events_stream is not None and settings.relay_redis_url is not None:
-            self.relay = Relay(settings.database_url, settings.relay_redis_url,
-                               settings.events_stream,
-                               election_seconds=settings.relay_election_seconds,
-                               poll_seconds=settings.events_poll_seconds)
+            self.relay = Relay(
+                settings.database_url,
+                settings.relay_redis_url,
+                settings.events_stream,
+                election_seconds=settings.relay_election_seconds,
+                poll_seconds=settings.events_poll_seconds,
+            )
 
     def start(self) -> None:
         self.listener.start()

@@ -72,8 +72,10 @@ def for_workers(settings: Settings) -> Iterator[Endpoint | None]:
     """In the supervisor, before it starts workers: the shared directory and the one endpoint
     that sums every worker's series. Yields the endpoint (None when METRICS_PORT=0)."""
     if "participation_grpc.metrics" in sys.modules and not in_workers():
-        raise RuntimeError("exporter.for_workers must be entered before participation_grpc.metrics "
-                           "is imported: its series would stay in this process")
+        raise RuntimeError(
+            "exporter.for_workers must be entered before participation_grpc.metrics "
+            "is imported: its series would stay in this process"
+        )
     directory = tempfile.mkdtemp(prefix="participation-metrics-")
     os.environ[MULTIPROC_VARIABLE] = directory  # for this process's children, not a setting
     from prometheus_client import CollectorRegistry, multiprocess, values
@@ -104,10 +106,11 @@ def _start(settings: Settings, registry: object) -> Endpoint:
     from prometheus_client import start_http_server
 
     try:
-        server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
-                                           registry)  # type: ignore[arg-type]
+        server, thread = start_http_server(settings.metrics_port, settings.metrics_host, registry)  # type: ignore[arg-type]
     except OSError as exc:
-        raise ConfigError(f"METRICS_PORT: cannot listen on {settings.metrics_host}:"
-                          f"{settings.metrics_port} ({exc.strerror or exc})") from None
+        raise ConfigError(
+            f"METRICS_PORT: cannot listen on {settings.metrics_host}:"
+            f"{settings.metrics_port} ({exc.strerror or exc})"
+        ) from None
     log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     return Endpoint(server, thread)

@@ -14,9 +14,14 @@ class FloodLog:
     `summary_seconds` counting what happened meanwhile ("... 5,305 more in 30 s"), so an outage
     or a burst of garbage writes a few lines instead of one per call."""
 
-    def __init__(self, logger: logging.Logger, level: int, what: str,
-                 summary_seconds: float = SUMMARY_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int,
+        what: str,
+        summary_seconds: float = SUMMARY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._logger = logger
         self._level = level
         self._what = what
@@ -33,8 +38,14 @@ class FloodLog:
         if self._since is None or self._unlogged == 0:
             self._logger.log(self._level, "%s: %s", self._what, detail)
         else:
-            self._logger.log(self._level, "%s: %s (and %d more in the last %.0f s)", self._what,
-                             detail, self._unlogged, now - self._since)
+            self._logger.log(
+                self._level,
+                "%s: %s (and %d more in the last %.0f s)",
+                self._what,
+                detail,
+                self._unlogged,
+                now - self._since,
+            )
         self._since = now
         self._unlogged = 0
 

@@ -26,8 +26,9 @@ class DatabaseProbe:
     own (never waiting behind a busy pool), at most once per `ttl`, and callers asking while a
     probe runs share its answer."""
 
-    def __init__(self, dsn: str | None, ttl: float = WATCH_INTERVAL_SECONDS,
-                 timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, dsn: str | None, ttl: float = WATCH_INTERVAL_SECONDS, timeout: float = PROBE_TIMEOUT_SECONDS
+    ) -> None:
         self._dsn = dsn
         self._ttl = ttl
         self._timeout = timeout
@@ -57,8 +58,10 @@ class DatabaseProbe:
         try:
             if self._connection is None or self._connection.is_closed():
                 self._connection = await asyncpg.connect(
-                    self._dsn, timeout=self._timeout,
-                    server_settings={"application_name": "participation-grpc health"})
+                    self._dsn,
+                    timeout=self._timeout,
+                    server_settings={"application_name": "participation-grpc health"},
+                )
             await self._connection.fetchval("SELECT 1", timeout=self._timeout)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             self.close()
@@ -81,18 +84,23 @@ class DatabaseHealth(health.aio.HealthServicer):  # type: ignore[misc]
         self._probe = probe
         self._reachable: bool | None = None
 
-    async def Check(self, request: health_pb2.HealthCheckRequest, context: object
-                    ) -> health_pb2.HealthCheckResponse:
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: object
+    ) -> health_pb2.HealthCheckResponse:
         await self.refresh()
         return await super().Check(request, context)
 
-    async def List(self, request: health_pb2.HealthListRequest, context: object
-                   ) -> health_pb2.HealthListResponse:
+    async def List(
+        self, request: health_pb2.HealthListRequest, context: object
+    ) -> health_pb2.HealthListResponse:
         """Every name Check answers ("" and the service), with its status."""
         await self.refresh()
-        return health_pb2.HealthListResponse(statuses={
-            name: health_pb2.HealthCheckResponse(status=status)
-            for name, status in self._server_status.items()})
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in self._server_status.items()
+            }
+        )
 
     async def refresh(self) -> None:
         reachable = await self._probe.reachable()

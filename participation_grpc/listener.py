@@ -71,8 +71,10 @@ class EventListener:
         while True:
             try:
                 conn = await asyncpg.connect(
-                    self._dsn, timeout=CONNECT_TIMEOUT_SECONDS,
-                    server_settings={"application_name": "participation-grpc listener"})
+                    self._dsn,
+                    timeout=CONNECT_TIMEOUT_SECONDS,
+                    server_settings={"application_name": "participation-grpc listener"},
+                )
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 if not down_logged:
                     log.warning("event listener cannot connect (%s); polling resumes on return", exc)

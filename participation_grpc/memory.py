@@ -26,7 +26,8 @@ def return_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     ok = bool(mallopt(_M_MMAP_THRESHOLD, _THRESHOLD_BYTES)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, _THRESHOLD_BYTES))
+        mallopt(_M_TRIM_THRESHOLD, _THRESHOLD_BYTES)
+    )
     if not ok:
         log.debug("mallopt refused the thresholds; freed memory may stay with the process")
     return ok

@@ -33,69 +33,109 @@ _CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 _WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _GRPC_LABELS)
-HANDLED = Counter("grpc_server_handled_total",
-                  "RPCs completed on the server, whatever their status (refused ones too).",
-                  (*_GRPC_LABELS, "grpc_code"))
-HANDLING_SECONDS = Histogram("grpc_server_handling_seconds",
-                             "Time from the call's arrival to its status, in seconds.",
-                             _GRPC_LABELS, buckets=_CALL_BUCKETS)
-MSG_RECEIVED = Counter("grpc_server_msg_received_total",
-                       "Request messages received (one per call for unary requests).",
-                       _GRPC_LABELS)
-MSG_SENT = Counter("grpc_server_msg_sent_total",
-                   "Response messages sent (each message of a stream).", _GRPC_LABELS)
-FAILURES = Counter("participation_rpc_failures_total",
-                   "Failed calls by ErrorInfo reason (ALREADY_JOINED, RATE_LIMITED, "
-                   "DATABASE_BUSY...): the code alone does not tell them apart.",
-                   ("grpc_service", "grpc_method", "grpc_code", "reason"))
-OPEN_STREAMS = Gauge("participation_streams_open", "Server streams open now.",
-                     ("grpc_service", "grpc_method"), multiprocess_mode="livesum")
+HANDLED = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, whatever their status (refused ones too).",
+    (*_GRPC_LABELS, "grpc_code"),
+)
+HANDLING_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Time from the call's arrival to its status, in seconds.",
+    _GRPC_LABELS,
+    buckets=_CALL_BUCKETS,
+)
+MSG_RECEIVED = Counter(
+    "grpc_server_msg_received_total",
+    "Request messages received (one per call for unary requests).",
+    _GRPC_LABELS,
+)
+MSG_SENT = Counter(
+    "grpc_server_msg_sent_total", "Response messages sent (each message of a stream).", _GRPC_LABELS
+)
+FAILURES = Counter(
+    "participation_rpc_failures_total",
+    "Failed calls by ErrorInfo reason (ALREADY_JOINED, RATE_LIMITED, "
+    "DATABASE_BUSY...): the code alone does not tell them apart.",
+    ("grpc_service", "grpc_method", "grpc_code", "reason"),
+)
+OPEN_STREAMS = Gauge(
+    "participation_streams_open",
+    "Server streams open now.",
+    ("grpc_service", "grpc_method"),
+    multiprocess_mode="livesum",
+)
 
-POOL_SIZE = Gauge("participation_db_pool_size", "Open connections of the database pool.",
-                  multiprocess_mode="livesum")
-POOL_IN_USE = Gauge("participation_db_pool_in_use", "Connections held by a call now.",
-                    multiprocess_mode="livesum")
-POOL_MAX = Gauge("participation_db_pool_max", "Most connections the pool may open "
-                 "(DB_POOL_MAX_SIZE, per process).", multiprocess_mode="livesum")
-POOL_ACQUIRE_SECONDS = Histogram("participation_db_pool_acquire_seconds",
-                                 "Wait for a connection: a free place among DB_POOL_MAX_SIZE, "
-                                 "then connecting when none is idle (waits that ran out answer "
-                                 "DATABASE_BUSY and are not in it).", buckets=_WAIT_BUCKETS)
-STATEMENTS = Counter("participation_db_statements_total",
-                     "Statements run, by stored procedure and outcome: ok, refused (a rule of "
-                     "the procedure said no), race (lost a race, retried), timeout (lock or "
-                     "statement timeout), unavailable, cancelled, error.",
-                     ("procedure", "outcome"))
-STATEMENT_SECONDS = Histogram("participation_db_statement_seconds",
-                              "Time of one statement on its connection, by stored procedure.",
-                              ("procedure",), buckets=_CALL_BUCKETS)
+POOL_SIZE = Gauge(
+    "participation_db_pool_size", "Open connections of the database pool.", multiprocess_mode="livesum"
+)
+POOL_IN_USE = Gauge(
+    "participation_db_pool_in_use", "Connections held by a call now.", multiprocess_mode="livesum"
+)
+POOL_MAX = Gauge(
+    "participation_db_pool_max",
+    "Most connections the pool may open (DB_POOL_MAX_SIZE, per process).",
+    multiprocess_mode="livesum",
+)
+POOL_ACQUIRE_SECONDS = Histogram(
+    "participation_db_pool_acquire_seconds",
+    "Wait for a connection: a free place among DB_POOL_MAX_SIZE, "
+    "then connecting when none is idle (waits that ran out answer "
+    "DATABASE_BUSY and are not in it).",
+    buckets=_WAIT_BUCKETS,
+)
+STATEMENTS = Counter(
+    "participation_db_statements_total",
+    "Statements run, by stored procedure and outcome: ok, refused (a rule of "
+    "the procedure said no), race (lost a race, retried), timeout (lock or "
+    "statement timeout), unavailable, cancelled, error.",
+    ("procedure", "outcome"),
+)
+STATEMENT_SECONDS = Histogram(
+    "participation_db_statement_seconds",
+    "Time of one statement on its connection, by stored procedure.",
+    ("procedure",),
+    buckets=_CALL_BUCKETS,
+)
 
-RATE_LIMIT_DECISIONS = Counter("participation_ratelimit_decisions_total",
-                               "Rate-limit decisions by class and outcome (allowed, refused).",
-                               ("limit_class", "outcome"))
-LIMITER_BACKEND = Gauge("participation_ratelimit_backend",
-                        "Processes whose limiter decides in this backend now: redis, or local "
-                        "(REDIS_URL unset, or Redis unreachable).", ("backend",),
-                        multiprocess_mode="livesum")
-REDIS_OUTAGES = Counter("participation_ratelimit_redis_outages_total",
-                        "Times Redis stopped answering and the in-process limiter took over.")
-FALLBACK_DECISIONS = Counter("participation_ratelimit_fallback_decisions_total",
-                             "Calls limited in process because Redis was unreachable.")
+RATE_LIMIT_DECISIONS = Counter(
+    "participation_ratelimit_decisions_total",
+    "Rate-limit decisions by class and outcome (allowed, refused).",
+    ("limit_class", "outcome"),
+)
+LIMITER_BACKEND = Gauge(
+    "participation_ratelimit_backend",
+    "Processes whose limiter decides in this backend now: redis, or local "
+    "(REDIS_URL unset, or Redis unreachable).",
+    ("backend",),
+    multiprocess_mode="livesum",
+)
+REDIS_OUTAGES = Counter(
+    "participation_ratelimit_redis_outages_total",
+    "Times Redis stopped answering and the in-process limiter took over.",
+)
+FALLBACK_DECISIONS = Counter(
+    "participation_ratelimit_fallback_decisions_total",
+    "Calls limited in process because Redis was unreachable.",
+)
 
-RELAY_LAG = Gauge("participation_relay_lag_seconds",
-                  "Age of the oldest event the relay has not yet appended to EVENTS_STREAM "
-                  "(0 when caught up or when this process does not relay).",
-                  multiprocess_mode="livemax")
+RELAY_LAG = Gauge(
+    "participation_relay_lag_seconds",
+    "Age of the oldest event the relay has not yet appended to EVENTS_STREAM "
+    "(0 when caught up or when this process does not relay).",
+    multiprocess_mode="livemax",
+)
 
-EVENTS_RELAYED = Counter("participation_relay_events_total",
-                         "Events the relay appended to EVENTS_STREAM (at least once: a retried "
-                         "batch counts again).")
+EVENTS_RELAYED = Counter(
+    "participation_relay_events_total",
+    "Events the relay appended to EVENTS_STREAM (at least once: a retried batch counts again).",
+)
 
 _OK = grpc.StatusCode.OK
 # grpc_code values as go-grpc-prometheus writes them (Go's names: "OK", "InvalidArgument",
 # "Canceled"), so alerts written for Go services match these series too.
-GO_CODE_NAMES = {code: "".join(part.capitalize() for part in code.name.split("_"))
-                 for code in grpc.StatusCode}
+GO_CODE_NAMES = {
+    code: "".join(part.capitalize() for part in code.name.split("_")) for code in grpc.StatusCode
+}
 GO_CODE_NAMES[grpc.StatusCode.OK] = "OK"
 GO_CODE_NAMES[grpc.StatusCode.CANCELLED] = "Canceled"
 _PROCEDURE = re.compile(r"\bactivity\.(\w+)\s*\(")
@@ -120,7 +160,8 @@ def rate_limit_decision(limit_class: str, allowed: bool) -> None:
     child = _decisions.get((limit_class, allowed))
     if child is None:
         child = _decisions[(limit_class, allowed)] = RATE_LIMIT_DECISIONS.labels(
-            limit_class, "allowed" if allowed else "refused")
+            limit_class, "allowed" if allowed else "refused"
+        )
     child.inc()
 
 
@@ -171,8 +212,7 @@ def statement_outcome(exc: BaseException) -> str:
 class _Series:
     """The children of one method's series (the handled ones per code, made on first use)."""
 
-    __slots__ = ("_failures", "_handled", "_labels", "open", "received", "seconds", "sent",
-                 "started")
+    __slots__ = ("_failures", "_handled", "_labels", "open", "received", "seconds", "sent", "started")
 
     def __init__(self, call: Call) -> None:
         service, method = call.method.lstrip("/").split("/", 1)
@@ -197,7 +237,8 @@ class _Series:
         child = self._failures.get((code, reason))
         if child is None:
             child = self._failures[(code, reason)] = FAILURES.labels(
-                self._labels[1], self._labels[2], GO_CODE_NAMES[code], reason or code.name)
+                self._labels[1], self._labels[2], GO_CODE_NAMES[code], reason or code.name
+            )
         return child
 
 
@@ -208,8 +249,12 @@ def _kind(service: str, method: str, streaming: bool) -> tuple[str, bool]:
     except KeyError:
         return ("server_stream" if streaming else "unary"), False
     requests, responses = descriptor.client_streaming, descriptor.server_streaming
-    kind = {(False, False): "unary", (True, False): "client_stream",
-            (False, True): "server_stream", (True, True): "bidi_stream"}[(requests, responses)]
+    kind = {
+        (False, False): "unary",
+        (True, False): "client_stream",
+        (False, True): "server_stream",
+        (True, True): "bidi_stream",
+    }[(requests, responses)]
     return kind, requests
 
 

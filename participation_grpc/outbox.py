@@ -28,33 +28,35 @@ class EventPage:
     full: bool
 
 
-async def open_watch(db: Queries, activity_id: UUID, user_id: UUID,
-                     after_sequence: int | None) -> int:
+async def open_watch(db: Queries, activity_id: UUID, user_id: UUID, after_sequence: int | None) -> int:
     """The sequence a new stream continues after; raises when it may not watch or resume."""
-    row = await db.fetchrow("SELECT activity.sp_watch_activity($1, $2, $3)",
-                            activity_id, user_id, after_sequence)
+    row = await db.fetchrow(
+        "SELECT activity.sp_watch_activity($1, $2, $3)", activity_id, user_id, after_sequence
+    )
     return int(row[0])
 
 
-async def read_events(db: Queries, activity_id: UUID, user_id: UUID, after_sequence: int,
-                      limit: int) -> EventPage:
-    row = await db.fetchrow("SELECT * FROM activity.sp_get_activity_events($1, $2, $3, $4)",
-                            activity_id, user_id, after_sequence, limit)
+async def read_events(
+    db: Queries, activity_id: UUID, user_id: UUID, after_sequence: int, limit: int
+) -> EventPage:
+    row = await db.fetchrow(
+        "SELECT * FROM activity.sp_get_activity_events($1, $2, $3, $4)",
+        activity_id,
+        user_id,
+        after_sequence,
+        limit,
+    )
     return EventPage(row["events"], row["last_sequence"], row["read_count"] >= limit)
 
 
-async def lease(db: Queries, activity_id: UUID, listener_id: UUID,
-                seconds: float) -> None:
+async def lease(db: Queries, activity_id: UUID, listener_id: UUID, seconds: float) -> None:
     """Tells writers that listener_id's process watches the activity (so they notify it)."""
-    await db.fetchrow("SELECT activity.pa_watch_lease($1, $2, $3)", activity_id, listener_id,
-                      seconds)
+    await db.fetchrow("SELECT activity.pa_watch_lease($1, $2, $3)", activity_id, listener_id, seconds)
 
 
-async def leases(db: Queries, listener_id: UUID, activity_ids: list[UUID],
-                 seconds: float) -> None:
+async def leases(db: Queries, listener_id: UUID, activity_ids: list[UUID], seconds: float) -> None:
     """Renews listener_id's leases on these activities (others run out by themselves)."""
-    await db.fetchrow("SELECT activity.pa_watch_leases($1, $2, $3)", listener_id, activity_ids,
-                      seconds)
+    await db.fetchrow("SELECT activity.pa_watch_leases($1, $2, $3)", listener_id, activity_ids, seconds)
 
 
 async def heads(db: Queries, activity_ids: list[UUID]) -> dict[UUID, int]:
@@ -65,6 +67,5 @@ async def heads(db: Queries, activity_ids: list[UUID]) -> dict[UUID, int]:
 
 async def prune(db: Queries, before: datetime, limit: int, relayed_only: bool) -> int:
     """Deletes up to `limit` events older than `before` (only relayed ones if asked)."""
-    row = await db.fetchrow("SELECT activity.pa_prune_events($1, $2, $3)",
-                            before, limit, relayed_only)
+    row = await db.fetchrow("SELECT activity.pa_prune_events($1, $2, $3)", before, limit, relayed_only)
     return int(row[0])

@@ -51,8 +51,11 @@ class PageTokens:
             payload = None
         # Signed but not of this shape (another version's token, a key reused elsewhere): just
         # as unusable as a forged one.
-        if (not isinstance(payload, dict) or payload.get("b") != binding
-                or not isinstance(payload.get("a"), dict)):
+        if (
+            not isinstance(payload, dict)
+            or payload.get("b") != binding
+            or not isinstance(payload.get("a"), dict)
+        ):
             raise invalid_argument("page_token", "is not a token issued for this request")
         after: dict[str, Any] = payload["a"]
         return after

@@ -40,8 +40,21 @@ UNDECODABLE = _Undecodable()
 class Call:
     """One call as the steps and observers see it."""
 
-    __slots__ = ("_task", "caller", "context", "ended", "inside", "method", "name", "request",
-                 "request_id", "span", "started", "streaming", "trace_id")
+    __slots__ = (
+        "_task",
+        "caller",
+        "context",
+        "ended",
+        "inside",
+        "method",
+        "name",
+        "request",
+        "request_id",
+        "span",
+        "started",
+        "streaming",
+        "trace_id",
+    )
 
     def __init__(self, method: str, context: Context, streaming: bool = False) -> None:
         self.method = method  # "/participation.v1.ParticipationService/JoinActivity"
@@ -104,8 +117,7 @@ class LimitStep:
     """After auth: budgets belong to the token's user, and bad tokens spend none. Calls that
     `exempt` names spend none either (replays of idempotent writes: replays.ReplayCheck)."""
 
-    def __init__(self, limiter: Limiter,
-                 exempt: Callable[[Call], Awaitable[bool]] | None = None) -> None:
+    def __init__(self, limiter: Limiter, exempt: Callable[[Call], Awaitable[bool]] | None = None) -> None:
         self._limiter = limiter
         self._exempt = exempt
 
@@ -117,8 +129,7 @@ class LimitStep:
         decision = await self._limiter.acquire(user, limit_class(call.name))
         metrics.rate_limit_decision(decision.limit_class, decision.allowed)
         if not decision.allowed:
-            raise errors.rate_limited(decision.limit_class, decision.limit,
-                                      decision.retry_after, user)
+            raise errors.rate_limited(decision.limit_class, decision.limit, decision.retry_after, user)
 
 
 class Pipeline:
@@ -126,9 +137,14 @@ class Pipeline:
     steps, the others (health, reflection) only error mapping, observers and undecodable-body
     handling, so they keep answering while the server drains."""
 
-    def __init__(self, steps: Iterable[Step], *, max_concurrent: int,
-                 public_services: Iterable[str] = (),
-                 observers: Iterable[Observer] = ()) -> None:
+    def __init__(
+        self,
+        steps: Iterable[Step],
+        *,
+        max_concurrent: int,
+        public_services: Iterable[str] = (),
+        observers: Iterable[Observer] = (),
+    ) -> None:
         self.steps = list(steps)
         self.observers = list(observers)
         self.max_concurrent = max_concurrent
@@ -175,24 +191,27 @@ class Pipeline:
         serialize = handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, guarded, handler.unary_unary), deserialize, serialize)
+                self._unary(method, guarded, handler.unary_unary), deserialize, serialize
+            )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, guarded, handler.unary_stream), deserialize, serialize)
+                self._stream(method, guarded, handler.unary_stream), deserialize, serialize
+            )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, guarded, _reading(handler.stream_unary)), deserialize,
-                serialize)
+                self._unary(method, guarded, _reading(handler.stream_unary)), deserialize, serialize
+            )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                self._stream(method, guarded, _reading(handler.stream_stream)), deserialize,
-                serialize)
+                self._stream(method, guarded, _reading(handler.stream_stream)), deserialize, serialize
+            )
         raise TypeError(f"{method}: a handler of no kind grpc knows")
 
     # -- one call ----------------------------------------------------------------------------
 
-    def _unary(self, method: str, guarded: bool, inner: Callable[..., Awaitable[Any]],
-               streaming: bool = False) -> Callable[[Any, Context], Awaitable[Any]]:
+    def _unary(
+        self, method: str, guarded: bool, inner: Callable[..., Awaitable[Any]], streaming: bool = False
+    ) -> Callable[[Any, Context], Awaitable[Any]]:
         if not inspect.iscoroutinefunction(inner):
             inner = _inline(inner)
 
@@ -223,11 +242,11 @@ class Pipeline:
 
         return behaviour
 
-    def _stream(self, method: str, guarded: bool, inner: Callable[..., Any]
-                ) -> Callable[[Any, Context], Any]:
+    def _stream(self, method: str, guarded: bool, inner: Callable[..., Any]) -> Callable[[Any, Context], Any]:
         """Server streaming: the same steps once when the stream opens, errors mapped while it
         runs, and ended with UNAVAILABLE SHUTTING_DOWN when the server drains."""
         if inspect.isasyncgenfunction(inner):
+
             async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
                 call = Call(method, context, streaming=True)
                 code, reason = grpc.StatusCode.OK, ""
@@ -422,6 +441,7 @@ def _reading(inner: Callable[..., Any]) -> Callable[..., Any]:
             yield request
 
     if inspect.isasyncgenfunction(inner):
+
         async def generator(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
             async for message in inner(checked(requests), context):
                 yield message
@@ -434,5 +454,4 @@ def _reading(inner: Callable[..., Any]) -> Callable[..., Any]:
     return coroutine
 
 
-__all__ = ["UNDECODABLE", "AuthStep", "Call", "LimitStep", "Observer", "Pipeline", "ServiceError",
-           "Step"]
+__all__ = ["UNDECODABLE", "AuthStep", "Call", "LimitStep", "Observer", "Pipeline", "ServiceError", "Step"]

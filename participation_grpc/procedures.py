@@ -24,122 +24,224 @@ def _page(row: asyncpg.Record) -> Page:
     return Page(total_size=row["total_size"], items=row["items"], next_after=row["next_after"])
 
 
-async def join_activity(db: Database, activity_id: UUID, user_id: UUID,
-                        request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_join_activity($1, $2, $3)",
-                             activity_id, user_id, request_id)
+async def join_activity(
+    db: Database, activity_id: UUID, user_id: UUID, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_join_activity($1, $2, $3)", activity_id, user_id, request_id
+    )
 
 
-async def leave_activity(db: Database, activity_id: UUID, user_id: UUID,
-                         request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_leave_activity($1, $2, $3)",
-                             activity_id, user_id, request_id)
+async def leave_activity(
+    db: Database, activity_id: UUID, user_id: UUID, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_leave_activity($1, $2, $3)", activity_id, user_id, request_id
+    )
 
 
-async def cancel_participation(db: Database, activity_id: UUID, user_id: UUID,
-                               reason: str | None, request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_cancel_participation($1, $2, $3, $4)",
-                             activity_id, user_id, reason, request_id)
+async def cancel_participation(
+    db: Database, activity_id: UUID, user_id: UUID, reason: str | None, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_cancel_participation($1, $2, $3, $4)",
+        activity_id,
+        user_id,
+        reason,
+        request_id,
+    )
 
 
-async def list_participants(db: Database, activity_id: UUID, user_id: UUID, status: str | None,
-                            role: str | None, page_size: int, after: dict[str, Any] | None) -> Page:
+async def list_participants(
+    db: Database,
+    activity_id: UUID,
+    user_id: UUID,
+    status: str | None,
+    role: str | None,
+    page_size: int,
+    after: dict[str, Any] | None,
+) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_list_participants($1, $2, $3, $4, $5, $6::jsonb)",
-        activity_id, user_id, status, role, page_size, after)
+        activity_id,
+        user_id,
+        status,
+        role,
+        page_size,
+        after,
+    )
     return _page(row)
 
 
-async def get_user_activities(db: Database, user_id: UUID, caller_id: UUID, filter_: str | None,
-                              status: str | None, page_size: int,
-                              after: dict[str, Any] | None) -> Page:
+async def get_user_activities(
+    db: Database,
+    user_id: UUID,
+    caller_id: UUID,
+    filter_: str | None,
+    status: str | None,
+    page_size: int,
+    after: dict[str, Any] | None,
+) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_get_user_activities($1, $2, $3, $4, $5, $6::jsonb)",
-        user_id, caller_id, filter_, status, page_size, after)
+        user_id,
+        caller_id,
+        filter_,
+        status,
+        page_size,
+        after,
+    )
     return _page(row)
 
 
-async def promote_participant(db: Database, activity_id: UUID, user_id: UUID,
-                              acting_user_id: UUID, request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_promote_participant($1, $2, $3, $4)",
-                             activity_id, user_id, acting_user_id, request_id)
+async def promote_participant(
+    db: Database, activity_id: UUID, user_id: UUID, acting_user_id: UUID, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_promote_participant($1, $2, $3, $4)",
+        activity_id,
+        user_id,
+        acting_user_id,
+        request_id,
+    )
 
 
-async def demote_participant(db: Database, activity_id: UUID, user_id: UUID,
-                             acting_user_id: UUID, request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_demote_participant($1, $2, $3, $4)",
-                             activity_id, user_id, acting_user_id, request_id)
+async def demote_participant(
+    db: Database, activity_id: UUID, user_id: UUID, acting_user_id: UUID, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_demote_participant($1, $2, $3, $4)",
+        activity_id,
+        user_id,
+        acting_user_id,
+        request_id,
+    )
 
 
-async def mark_attendance(db: Database, activity_id: UUID, acting_user_id: UUID,
-                          entries: list[tuple[UUID, str]],
-                          request_id: UUID | None) -> asyncpg.Record:
+async def mark_attendance(
+    db: Database,
+    activity_id: UUID,
+    acting_user_id: UUID,
+    entries: list[tuple[UUID, str]],
+    request_id: UUID | None,
+) -> asyncpg.Record:
     payload = [{"user_id": str(user), "status": status} for user, status in entries]
-    return await db.fetchrow("SELECT * FROM activity.sp_mark_attendance($1, $2, $3::jsonb, $4)",
-                             activity_id, acting_user_id, payload, request_id)
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_mark_attendance($1, $2, $3::jsonb, $4)",
+        activity_id,
+        acting_user_id,
+        payload,
+        request_id,
+    )
 
 
-async def confirm_attendance(db: Database, activity_id: UUID, user_id: UUID,
-                             acting_user_id: UUID, request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_confirm_attendance($1, $2, $3, $4)",
-                             activity_id, user_id, acting_user_id, request_id)
+async def confirm_attendance(
+    db: Database, activity_id: UUID, user_id: UUID, acting_user_id: UUID, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_confirm_attendance($1, $2, $3, $4)",
+        activity_id,
+        user_id,
+        acting_user_id,
+        request_id,
+    )
 
 
-async def get_pending_verifications(db: Database, user_id: UUID, page_size: int,
-                                    after: dict[str, Any] | None) -> Page:
+async def get_pending_verifications(
+    db: Database, user_id: UUID, page_size: int, after: dict[str, Any] | None
+) -> Page:
     row = await db.fetchrow(
-        "SELECT * FROM activity.sp_get_pending_verifications($1, $2, $3::jsonb)",
-        user_id, page_size, after)
+        "SELECT * FROM activity.sp_get_pending_verifications($1, $2, $3::jsonb)", user_id, page_size, after
+    )
     return _page(row)
 
 
-async def send_invitations(db: Database, activity_id: UUID, acting_user_id: UUID,
-                           user_ids: list[UUID], message: str | None, expires_in_hours: int,
-                           request_id: UUID | None) -> asyncpg.Record:
+async def send_invitations(
+    db: Database,
+    activity_id: UUID,
+    acting_user_id: UUID,
+    user_ids: list[UUID],
+    message: str | None,
+    expires_in_hours: int,
+    request_id: UUID | None,
+) -> asyncpg.Record:
     return await db.fetchrow(
         "SELECT * FROM activity.sp_send_invitations($1, $2, $3, $4, $5, $6)",
-        activity_id, acting_user_id, user_ids, message, expires_in_hours, request_id)
+        activity_id,
+        acting_user_id,
+        user_ids,
+        message,
+        expires_in_hours,
+        request_id,
+    )
 
 
-async def accept_invitation(db: Database, invitation_id: UUID, user_id: UUID,
-                            request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_accept_invitation($1, $2, $3)",
-                             invitation_id, user_id, request_id)
+async def accept_invitation(
+    db: Database, invitation_id: UUID, user_id: UUID, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_accept_invitation($1, $2, $3)", invitation_id, user_id, request_id
+    )
 
 
-async def decline_invitation(db: Database, invitation_id: UUID, user_id: UUID,
-                             request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_decline_invitation($1, $2, $3)",
-                             invitation_id, user_id, request_id)
+async def decline_invitation(
+    db: Database, invitation_id: UUID, user_id: UUID, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_decline_invitation($1, $2, $3)", invitation_id, user_id, request_id
+    )
 
 
-async def cancel_invitation(db: Database, invitation_id: UUID, user_id: UUID,
-                            request_id: UUID | None) -> asyncpg.Record:
-    return await db.fetchrow("SELECT * FROM activity.sp_cancel_invitation($1, $2, $3)",
-                             invitation_id, user_id, request_id)
+async def cancel_invitation(
+    db: Database, invitation_id: UUID, user_id: UUID, request_id: UUID | None
+) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM activity.sp_cancel_invitation($1, $2, $3)", invitation_id, user_id, request_id
+    )
 
 
-async def get_received_invitations(db: Database, user_id: UUID, status: str | None,
-                                   page_size: int, after: dict[str, Any] | None) -> Page:
+async def get_received_invitations(
+    db: Database, user_id: UUID, status: str | None, page_size: int, after: dict[str, Any] | None
+) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_get_received_invitations($1, $2, $3, $4::jsonb)",
-        user_id, status, page_size, after)
+        user_id,
+        status,
+        page_size,
+        after,
+    )
     return _page(row)
 
 
-async def get_sent_invitations(db: Database, user_id: UUID, activity_id: UUID | None,
-                               status: str | None, page_size: int,
-                               after: dict[str, Any] | None) -> Page:
+async def get_sent_invitations(
+    db: Database,
+    user_id: UUID,
+    activity_id: UUID | None,
+    status: str | None,
+    page_size: int,
+    after: dict[str, Any] | None,
+) -> Page:
     row = await db.fetchrow(
         "SELECT * FROM activity.sp_get_sent_invitations($1, $2, $3, $4, $5::jsonb)",
-        user_id, activity_id, status, page_size, after)
+        user_id,
+        activity_id,
+        status,
+        page_size,
+        after,
+    )
     return _page(row)
 
 
-async def get_waitlist(db: Database, activity_id: UUID, user_id: UUID, page_size: int,
-                       after: dict[str, Any] | None) -> Page:
-    row = await db.fetchrow("SELECT * FROM activity.sp_get_waitlist($1, $2, $3, $4::jsonb)",
-                            activity_id, user_id, page_size, after)
+async def get_waitlist(
+    db: Database, activity_id: UUID, user_id: UUID, page_size: int, after: dict[str, Any] | None
+) -> Page:
+    row = await db.fetchrow(
+        "SELECT * FROM activity.sp_get_waitlist($1, $2, $3, $4::jsonb)",
+        activity_id,
+        user_id,
+        page_size,
+        after,
+    )
     return _page(row)
 
 

@@ -28,13 +28,27 @@ KEY_PREFIX = "participation:ratelimit"
 
 # Which budget each ParticipationService method draws from (contract section 3).
 _CLASSES = {
-    "write": ("JoinActivity", "LeaveActivity", "CancelParticipation", "PromoteParticipant",
-              "DemoteParticipant", "AcceptInvitation", "DeclineInvitation", "CancelInvitation"),
+    "write": (
+        "JoinActivity",
+        "LeaveActivity",
+        "CancelParticipation",
+        "PromoteParticipant",
+        "DemoteParticipant",
+        "AcceptInvitation",
+        "DeclineInvitation",
+        "CancelInvitation",
+    ),
     "bulk": ("MarkAttendance", "SendInvitations"),
     "confirm": ("ConfirmAttendance",),
-    "read": ("ListParticipants", "ListUserActivities", "ListPendingVerifications",
-             "ListReceivedInvitations", "ListSentInvitations", "ListWaitlist",
-             "WatchActivity"),  # once per stream, when it opens
+    "read": (
+        "ListParticipants",
+        "ListUserActivities",
+        "ListPendingVerifications",
+        "ListReceivedInvitations",
+        "ListSentInvitations",
+        "ListWaitlist",
+        "WatchActivity",
+    ),  # once per stream, when it opens
 }
 METHOD_CLASSES = {method: name for name, methods in _CLASSES.items() for method in methods}
 
@@ -56,6 +70,7 @@ end
 local blocking = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
 return {0, tonumber(blocking[2]) + window - now}
 """
+
 
 def limit_class(method: str) -> str:
     """A method added later without a class draws from the write budget rather than none."""
@@ -130,8 +145,15 @@ _UNREACHABLE = (RedisError, OSError, asyncio.TimeoutError)
 class RedisLimiter:
     """One budget shared by every replica; while Redis cannot answer, `local` decides instead."""
 
-    def __init__(self, client: Redis, limits: RateLimits, *, prefix: str = KEY_PREFIX,
-                 retry_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        client: Redis,
+        limits: RateLimits,
+        *,
+        prefix: str = KEY_PREFIX,
+        retry_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._client = client
         self._script = client.register_script(SLIDING_LOG)  # EVALSHA, reloaded on NOSCRIPT
         self._limits = limits
@@ -175,7 +197,8 @@ class RedisLimiter:
         limit = getattr(self._limits, limit_class)
         reply: Any = await self._script(
             keys=[f"{self._prefix}:{limit_class}:{subject}"],
-            args=[limit, WINDOW_SECONDS * 1_000_000, next(self._members)])
+            args=[limit, WINDOW_SECONDS * 1_000_000, next(self._members)],
+        )
         return Decision(bool(reply[0]), limit_class, limit, int(reply[1]) / 1_000_000)
 
     def _fallback(self, subject: str, limit_class: str) -> Decision:
@@ -186,8 +209,11 @@ class RedisLimiter:
         if self._down_until is None:
             metrics.REDIS_OUTAGES.inc()
             metrics.limiter_backend("local")
-            log.warning("Redis unreachable (%s: %s): rate limits are enforced per replica "
-                        "until it answers again", type(exc).__name__, exc)
+            log.warning(
+                "Redis unreachable (%s: %s): rate limits are enforced per replica until it answers again",
+                type(exc).__name__,
+                exc,
+            )
         self._down_until = self._clock() + self._retry_seconds
 
     def _came_back(self) -> None:
@@ -207,8 +233,10 @@ def build_limiter(settings: Settings) -> Limiter:
     # at once; but not so short that a healthy Redis on a busy machine counts as down (settings).
     # One retry, on a connection error only: a pooled connection Redis closed (a restart)
     # fails at once, and a fresh one answers; a timeout is not retried.
-    client = Redis.from_url(settings.redis_url,
-                            socket_timeout=settings.redis_timeout_seconds,
-                            socket_connect_timeout=settings.redis_timeout_seconds,
-                            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
+    client = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
     return RedisLimiter(client, settings.rate_limits, retry_seconds=settings.redis_retry_seconds)

@@ -27,8 +27,7 @@ async def reconcile(conn: asyncpg.Connection) -> list[Fix]:
     activity.pa_reconcile_activity)."""
     fixes: list[Fix] = []
     for candidate in await conn.fetch("SELECT activity_id FROM activity.pa_reconcile_candidates()"):
-        rows = await conn.fetch("SELECT * FROM activity.pa_reconcile_activity($1)",
-                                candidate["activity_id"])
+        rows = await conn.fetch("SELECT * FROM activity.pa_reconcile_activity($1)", candidate["activity_id"])
         fixes.extend(Fix(r["activity_id"], r["kind"], r["before"], r["after"]) for r in rows)
     return fixes
 

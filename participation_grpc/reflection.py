@@ -24,12 +24,12 @@ _OLD, _NEW = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
 def add_to(registrar: Any, services: Sequence[str]) -> None:
     """Both reflection services on `registrar` (the pipeline), listing `services` and themselves."""
     _register_v1_file()
-    servicer = reflection.aio.ReflectionServicer((*services, V1, V1ALPHA),
-                                                 pool=_MethodAwarePool())
+    servicer = reflection.aio.ReflectionServicer((*services, V1, V1ALPHA), pool=_MethodAwarePool())
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
-        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
     for service in (V1, V1ALPHA):
         registrar.add_registered_method_handlers(service, {"ServerReflectionInfo": handler})
 
@@ -49,11 +49,11 @@ def _register_v1_file() -> None:
     for message in proto.message_type:
         for field in message.field:
             if field.type_name.startswith(_OLD):
-                field.type_name = _NEW + field.type_name[len(_OLD):]
+                field.type_name = _NEW + field.type_name[len(_OLD) :]
     for service in proto.service:
         for method in service.method:
-            method.input_type = _NEW + method.input_type[len(_OLD):]
-            method.output_type = _NEW + method.output_type[len(_OLD):]
+            method.input_type = _NEW + method.input_type[len(_OLD) :]
+            method.output_type = _NEW + method.output_type[len(_OLD) :]
     pool.Add(proto)
 
 

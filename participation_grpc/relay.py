@@ -32,22 +32,31 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 7061727469636921
 BATCH_SIZE = 500
 # The server notices a relayer whose host vanished (no FIN, no RST) and frees the lock.
-_KEEPALIVE = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1",
-              "tcp_keepalives_count": "3"}
+_KEEPALIVE = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "3"}
 _RELAYED = metrics.EVENTS_RELAYED
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class Relay:
-    def __init__(self, dsn: str, redis_url: str, stream: str, election_seconds: float = 2.0,
-                 poll_seconds: float = 1.0, redis_timeout_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        redis_url: str,
+        stream: str,
+        election_seconds: float = 2.0,
+        poll_seconds: float = 1.0,
+        redis_timeout_seconds: float = 2.0,
+    ) -> None:
         self._dsn = dsn
         self._stream = stream
         self._election_seconds = election_seconds
         self._poll_seconds = poll_seconds
-        self._redis = Redis.from_url(redis_url, socket_timeout=redis_timeout_seconds,
-                                     socket_connect_timeout=redis_timeout_seconds,
-                                     retry=Retry(NoBackoff(), 0))
+        self._redis = Redis.from_url(
+            redis_url,
+            socket_timeout=redis_timeout_seconds,
+            socket_connect_timeout=redis_timeout_seconds,
+            retry=Retry(NoBackoff(), 0),
+        )
         self._task: asyncio.Task[None] | None = None
         self._redis_down = False
         self.leading = asyncio.Event()
@@ -96,8 +105,11 @@ class Relay:
         """A connection holding the relay's lock, once this process wins it."""
         while True:
             try:
-                conn = await asyncpg.connect(self._dsn, timeout=5, server_settings={
-                    "application_name": "participation-grpc relay", **_KEEPALIVE})
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=5,
+                    server_settings={"application_name": "participation-grpc relay", **_KEEPALIVE},
+                )
             except _DB_ERRORS:
                 await asyncio.sleep(self._election_seconds)
                 continue
@@ -144,8 +156,9 @@ class Relay:
             self.lag_seconds = max((r["age_seconds"] for r in rows), default=0.0)
             if rows:
                 await self._append(rows)
-            await conn.execute("SELECT activity.pa_relay_advance($1)",
-                               max((r["event_id"] for r in rows), default=0))
+            await conn.execute(
+                "SELECT activity.pa_relay_advance($1)", max((r["event_id"] for r in rows), default=0)
+            )
         _RELAYED.inc(len(rows))
         full = len(rows) >= BATCH_SIZE
         if not full:
@@ -155,14 +168,17 @@ class Relay:
     async def _append(self, rows: Sequence[asyncpg.Record]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             for row in rows:
-                pipe.xadd(self._stream, {
-                    "event_id": row["event_id"],
-                    "activity_id": str(row["activity_id"]),
-                    "sequence": row["sequence"],
-                    "event_type": row["event_type"],
-                    "user_id": str(row["user_id"]),
-                    "actor_user_id": str(row["actor_user_id"] or ""),
-                    "occurred_at": row["occurred_at"].astimezone(UTC).isoformat(),
-                    "payload": row["payload"],  # jsonb as its JSON text: no codec here
-                })
+                pipe.xadd(
+                    self._stream,
+                    {
+                        "event_id": row["event_id"],
+                        "activity_id": str(row["activity_id"]),
+                        "sequence": row["sequence"],
+                        "event_type": row["event_type"],
+                        "user_id": str(row["user_id"]),
+                        "actor_user_id": str(row["actor_user_id"] or ""),
+                        "occurred_at": row["occurred_at"].astimezone(UTC).isoformat(),
+                        "payload": row["payload"],  # jsonb as its JSON text: no codec here
+                    },
+                )
             await pipe.execute()

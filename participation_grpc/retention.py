@@ -24,8 +24,7 @@ Batch = Callable[[int], Awaitable[int]]
 class Pruner:
     """Every replica prunes now and then: `batch` after `batch` until one comes back short."""
 
-    def __init__(self, what: str, batch: Batch,
-                 interval_seconds: float = INTERVAL_SECONDS) -> None:
+    def __init__(self, what: str, batch: Batch, interval_seconds: float = INTERVAL_SECONDS) -> None:
         self._what = what
         self._batch = batch
         self._interval = interval_seconds
@@ -67,8 +66,9 @@ class Retention(Pruner):
     With a relay, only events it has passed are deleted, so events waiting for Redis are never
     lost."""
 
-    def __init__(self, db: Database, days: int, relayed_only: bool,
-                 interval_seconds: float = INTERVAL_SECONDS) -> None:
+    def __init__(
+        self, db: Database, days: int, relayed_only: bool, interval_seconds: float = INTERVAL_SECONDS
+    ) -> None:
         super().__init__("events", self._events, interval_seconds)
         self._db = db
         self._retention = timedelta(days=days)

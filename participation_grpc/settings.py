@@ -120,19 +120,19 @@ class Settings:
             raise ConfigError(f"JWT_ALGORITHM must be one of HS256, {', '.join(ASYMMETRIC_ALGORITHMS)}")
         if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
-        if self.events_redis_url is not None and not self.events_redis_url.startswith(
-                _REDIS_SCHEMES):
+        if self.events_redis_url is not None and not self.events_redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigError("EVENTS_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.events_stream is not None and self.relay_redis_url is None:
             raise ConfigError("EVENTS_STREAM needs EVENTS_REDIS_URL or REDIS_URL")
         if self.workers > 1 and self.rate_limit_enabled and not self.redis_url:
             # Each process would keep its own budgets: every limit would be WORKERS times itself.
-            raise ConfigError(f"WORKERS={self.workers} needs REDIS_URL while rate limits are on "
-                              "(the in-process limiter would give each worker a full budget); "
-                              "set REDIS_URL, WORKERS=1 or RATE_LIMIT_ENABLED=false")
+            raise ConfigError(
+                f"WORKERS={self.workers} needs REDIS_URL while rate limits are on "
+                "(the in-process limiter would give each worker a full budget); "
+                "set REDIS_URL, WORKERS=1 or RATE_LIMIT_ENABLED=false"
+            )
         if self.log_format not in LOG_FORMATS:
-            raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, "
-                              f"not {self.log_format!r}")
+            raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}")
         if self.metrics_port > 65535:
             raise ConfigError("METRICS_PORT must be at most 65535")
         object.__setattr__(self, "jwt_key", self._verification_key())
@@ -184,8 +184,7 @@ class Settings:
             grpc_max_concurrent_rpcs=_int(env, "GRPC_MAX_CONCURRENT_RPCS", 1000),
             grpc_max_message_bytes=_int(env, "GRPC_MAX_MESSAGE_BYTES", 1024 * 1024),
             grpc_max_connection_age_seconds=_number(env, "GRPC_MAX_CONNECTION_AGE_SECONDS", 300),
-            grpc_max_connection_age_grace_seconds=_number(
-                env, "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30),
+            grpc_max_connection_age_grace_seconds=_number(env, "GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30),
             grpc_keepalive_time_seconds=_number(env, "GRPC_KEEPALIVE_TIME_SECONDS", 60),
             grpc_keepalive_timeout_seconds=_number(env, "GRPC_KEEPALIVE_TIMEOUT_SECONDS", 20),
             event_retention_days=_int(env, "EVENT_RETENTION_DAYS", 30),
@@ -207,8 +206,9 @@ class Settings:
         use, stop the start rather than every call."""
         if self.jwt_algorithm in ASYMMETRIC_ALGORITHMS:
             if not self.jwt_public_key or "BEGIN PUBLIC KEY" not in self.jwt_public_key:
-                raise ConfigError("JWT_PUBLIC_KEY must hold a PEM public key when "
-                                  f"JWT_ALGORITHM={self.jwt_algorithm}")
+                raise ConfigError(
+                    f"JWT_PUBLIC_KEY must hold a PEM public key when JWT_ALGORITHM={self.jwt_algorithm}"
+                )
             return load_public_key(self.jwt_public_key, self.jwt_algorithm)
         if self.is_production:
             if not self.jwt_secret_key:
@@ -260,8 +260,11 @@ def load_public_key(pem: str, algorithm: str) -> Any:
     if algorithm == "RS256" and isinstance(key, rsa.RSAPublicKey):
         return key
     # ES256 is ECDSA on P-256 only (RFC 7518, section 3.4).
-    if (algorithm == "ES256" and isinstance(key, ec.EllipticCurvePublicKey)
-            and isinstance(key.curve, ec.SECP256R1)):
+    if (
+        algorithm == "ES256"
+        and isinstance(key, ec.EllipticCurvePublicKey)
+        and isinstance(key.curve, ec.SECP256R1)
+    ):
         return key
     raise ConfigError(f"JWT_PUBLIC_KEY is not a key for JWT_ALGORITHM={algorithm}")
 

@@ -21,16 +21,18 @@ class TlsFiles:
     client_ca: bytes | None  # PEM; set: every client must present a certificate it signed
 
     @classmethod
-    def read(cls, cert_file: str | None, key_file: str | None, client_ca_file: str | None
-             ) -> TlsFiles | None:
+    def read(cls, cert_file: str | None, key_file: str | None, client_ca_file: str | None) -> TlsFiles | None:
         if cert_file is None and key_file is None:
             if client_ca_file is not None:
-                raise ValueError("TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE: "
-                                 "client certificates are only asked for over TLS")
+                raise ValueError(
+                    "TLS_CLIENT_CA_FILE needs TLS_CERT_FILE and TLS_KEY_FILE: "
+                    "client certificates are only asked for over TLS"
+                )
             return None
         if cert_file is None or key_file is None:
-            present, missing = (("TLS_KEY_FILE", "TLS_CERT_FILE") if cert_file is None
-                                else ("TLS_CERT_FILE", "TLS_KEY_FILE"))
+            present, missing = (
+                ("TLS_KEY_FILE", "TLS_CERT_FILE") if cert_file is None else ("TLS_CERT_FILE", "TLS_KEY_FILE")
+            )
             raise ValueError(f"{missing} is required when {present} is set")
         chain = _read("TLS_CERT_FILE", cert_file)
         key = _read("TLS_KEY_FILE", key_file)
@@ -38,11 +40,11 @@ class TlsFiles:
         try:
             private_key = serialization.load_pem_private_key(key, password=None)
         except (ValueError, TypeError):
-            raise ValueError(f"TLS_KEY_FILE {key_file} holds no unencrypted PEM private key"
-                             ) from None
+            raise ValueError(f"TLS_KEY_FILE {key_file} holds no unencrypted PEM private key") from None
         if _public(certificates[0].public_key()) != _public(private_key.public_key()):
-            raise ValueError(f"TLS_KEY_FILE {key_file} is not the key of the certificate in "
-                             f"TLS_CERT_FILE {cert_file}")
+            raise ValueError(
+                f"TLS_KEY_FILE {key_file} is not the key of the certificate in TLS_CERT_FILE {cert_file}"
+            )
         client_ca = None
         if client_ca_file is not None:
             client_ca = _read("TLS_CLIENT_CA_FILE", client_ca_file)
@@ -55,8 +57,10 @@ class TlsFiles:
 
     def server_credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(
-            [(self.private_key, self.certificate_chain)], root_certificates=self.client_ca,
-            require_client_auth=self.mutual)
+            [(self.private_key, self.certificate_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.mutual,
+        )
 
 
 def _read(variable: str, path: str) -> bytes:
@@ -74,5 +78,7 @@ def _certificates(variable: str, path: str, pem: bytes) -> list[x509.Certificate
 
 
 def _public(key: object) -> bytes:
-    return key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined, no-any-return]
-                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_bytes(
+        serialization.Encoding.DER,  # type: ignore[attr-defined, no-any-return]
+        serialization.PublicFormat.SubjectPublicKeyInfo,
+    )

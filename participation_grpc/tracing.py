@@ -37,9 +37,16 @@ if TYPE_CHECKING:
     from participation_grpc.pipeline import Call
 
 # OpenTelemetry's gRPC conventions: these codes are the server's fault, the others the caller's.
-_SERVER_ERRORS = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED,
-                            grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL,
-                            grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 FLUSH_SECONDS = 2.0  # at shutdown; a collector that does not answer must not hold the exit
 
 
@@ -47,12 +54,20 @@ class _CallsOnly(Sampler):
     """A trace starts only at a call: statements with no call around them (the health probe's
     connection, pool set-up) would otherwise each be a trace of their own."""
 
-    def should_sample(self, parent_context: Any, trace_id: int, name: str,
-                      kind: SpanKind | None = None, attributes: Any = None, links: Any = None,
-                      trace_state: Any = None) -> SamplingResult:
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
         if kind is SpanKind.SERVER:
-            return ALWAYS_ON.should_sample(parent_context, trace_id, name, kind, attributes,
-                                           links, trace_state)
+            return ALWAYS_ON.should_sample(
+                parent_context, trace_id, name, kind, attributes, links, trace_state
+            )
         return SamplingResult(Decision.DROP)
 
     def get_description(self) -> str:
@@ -85,9 +100,11 @@ class Tracing:
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": settings.otel_service_name}),
             # A caller's sampling decision (the traceparent's flag) is kept.
-            sampler=ParentBased(root=_CallsOnly()))
+            sampler=ParentBased(root=_CallsOnly()),
+        )
         self._exporter = _Stoppable(
-            exporter or OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint))
+            exporter or OTLPSpanExporter(endpoint=settings.otel_exporter_otlp_endpoint)
+        )
         self.provider.add_span_processor(BatchSpanProcessor(self._exporter))
         self._tracer = self.provider.get_tracer("participation_grpc")
         self._statements = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
@@ -107,14 +124,22 @@ class Tracing:
         self.provider.shutdown()
 
     async def started(self, call: Call) -> None:
-        carrier = {key: value for key, value in call.context.invocation_metadata() or ()
-                   if isinstance(value, str)}
+        carrier = {
+            key: value for key, value in call.context.invocation_metadata() or () if isinstance(value, str)
+        }
         parent = propagate.extract(carrier)
         service, method = call.method[1:].split("/", 1)
         span = self._tracer.start_span(
-            call.method[1:], context=parent, kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
-                        "participation.request_id": call.request_id})
+            call.method[1:],
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": service,
+                "rpc.method": method,
+                "participation.request_id": call.request_id,
+            },
+        )
         call.span = span
         if span.is_recording():
             call.trace_id = format(span.get_span_context().trace_id, "032x")

@@ -24,8 +24,7 @@ def uuid_field(value: str, field: str) -> uuid.UUID:
         except ValueError:
             pass
     if parsed is None or str(parsed) != value.lower():
-        raise invalid_argument(field, "must be a UUID" if value else "is required",
-                               **{field: value[:64]})
+        raise invalid_argument(field, "must be a UUID" if value else "is required", **{field: value[:64]})
     return parsed
 
 
@@ -33,8 +32,9 @@ def optional_uuid(value: str, field: str) -> uuid.UUID | None:
     return uuid_field(value, field) if value else None
 
 
-def enum_field(enum: EnumDescriptor, number: int, field: str,
-               allowed: Iterable[str] | None = None) -> str | None:
+def enum_field(
+    enum: EnumDescriptor, number: int, field: str, allowed: Iterable[str] | None = None
+) -> str | None:
     """The database label of an enum filter (None when unset), refusing unknown numbers."""
     if number != 0 and number not in enum.values_by_number:
         raise invalid_argument(field, f"{number} is not a {enum.name} value")
@@ -57,8 +57,7 @@ def unique_ids(values: Iterable[str], field: str) -> list[uuid.UUID]:
     return ids
 
 
-def bounded_list(values: Sequence[T], field: str, limit: int, too_many_reason: str
-                 ) -> Sequence[T]:
+def bounded_list(values: Sequence[T], field: str, limit: int, too_many_reason: str) -> Sequence[T]:
     """1..limit items; too many is refused with the call's own reason (TOO_MANY_...)."""
     if not values:
         raise invalid_argument(field, "must not be empty")

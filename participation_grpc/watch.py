@@ -25,8 +25,9 @@ RECHECK_SECONDS = 4.0
 class Watchers:
     """Opens streams for the servicer and counts them per user."""
 
-    def __init__(self, db: Database, listener: EventListener,
-                 recheck_seconds: float = RECHECK_SECONDS) -> None:
+    def __init__(
+        self, db: Database, listener: EventListener, recheck_seconds: float = RECHECK_SECONDS
+    ) -> None:
         self._db = db
         self._listener = listener
         self._recheck_seconds = recheck_seconds
@@ -37,19 +38,18 @@ class Watchers:
         """Streams open in this process now (for the metrics)."""
         return sum(self._open.values())
 
-    async def stream(self, activity_id: uuid.UUID, user_id: uuid.UUID,
-                     after_sequence: int | None) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, activity_id: uuid.UUID, user_id: uuid.UUID, after_sequence: int | None
+    ) -> AsyncIterator[dict[str, Any]]:
         """The events of the activity after `after_sequence` (None: from now on), then live
         ones, until the caller goes away, loses the right to watch, or the server stops."""
         with self._slot(user_id), self._listener.subscribe(activity_id) as wake:
             # Subscribed and leased first: a change committed while the stream opens wakes it.
-            await outbox.lease(self._db, activity_id, self._listener.id,
-                               self._listener.lease_seconds)
+            await outbox.lease(self._db, activity_id, self._listener.id, self._listener.lease_seconds)
             cursor = await outbox.open_watch(self._db, activity_id, user_id, after_sequence)
             while True:
                 wake.clear()
-                page = await outbox.read_events(self._db, activity_id, user_id, cursor,
-                                                PAGE_SIZE)
+                page = await outbox.read_events(self._db, activity_id, user_id, cursor, PAGE_SIZE)
                 for event in page.events:
                     yield event
                 cursor = page.last_sequence

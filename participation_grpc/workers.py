@@ -92,8 +92,13 @@ class Supervisor:
             if self.stopping:
                 break
             self._start(index)
-        log.info("supervising %d workers on %s:%d (pids %s)", len(self.workers),
-                 self.settings.grpc_host, self.port, " ".join(map(str, self.workers)))
+        log.info(
+            "supervising %d workers on %s:%d (pids %s)",
+            len(self.workers),
+            self.settings.grpc_host,
+            self.port,
+            " ".join(map(str, self.workers)),
+        )
         while self.workers:
             pid, wait_status = os.wait()  # retried after each signal handler (PEP 475)
             if pid not in self.workers:
@@ -105,8 +110,13 @@ class Supervisor:
                 proc.stdin.close()
             if proc.returncode != 0 or not self.stopping:
                 self.status = 1
-                log.error("worker %d (pid %d) %s%s", index, pid, _describe(proc.returncode),
-                          "" if self.stopping else ": stopping the other workers")
+                log.error(
+                    "worker %d (pid %d) %s%s",
+                    index,
+                    pid,
+                    _describe(proc.returncode),
+                    "" if self.stopping else ": stopping the other workers",
+                )
                 self.stop()
             else:
                 log.info("worker %d (pid %d) drained and exited", index, pid)
@@ -116,7 +126,8 @@ class Supervisor:
         # in any way, and the worker then drains (close_fds keeps it out of the other workers).
         proc = subprocess.Popen(
             [sys.executable, "-m", "participation_grpc.workers", str(index), str(self.port)],
-            stdin=subprocess.PIPE)
+            stdin=subprocess.PIPE,
+        )
         self.workers[proc.pid] = (index, proc)
 
     def stop(self) -> None:
@@ -124,8 +135,13 @@ class Supervisor:
         by which a worker still running is killed."""
         if not self.stopping:
             self.stopping = True
-            signal.alarm(math.ceil(self.settings.shutdown_pause_seconds
-                                   + self.settings.shutdown_grace_seconds + _DRAIN_MARGIN_SECONDS))
+            signal.alarm(
+                math.ceil(
+                    self.settings.shutdown_pause_seconds
+                    + self.settings.shutdown_grace_seconds
+                    + _DRAIN_MARGIN_SECONDS
+                )
+            )
         for pid in self.workers:
             _signal(pid, signal.SIGTERM)  # not Popen.send_signal: it would reap the process
 
@@ -134,8 +150,10 @@ class Supervisor:
         self.stop()
 
     def _on_deadline(self, signum: int, frame: FrameType | None) -> None:
-        log.error("workers still running after the drain deadline, killed: pids %s",
-                  " ".join(map(str, self.workers)))
+        log.error(
+            "workers still running after the drain deadline, killed: pids %s",
+            " ".join(map(str, self.workers)),
+        )
         for pid in self.workers:
             _signal(pid, signal.SIGKILL)
 

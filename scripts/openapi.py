@@ -22,21 +22,28 @@ SERVICE = "participation.v1.ParticipationService"
 STATUS = "google.rpc.Status"
 F = descriptor_pb2.FieldDescriptorProto
 SCALARS: dict[int, dict[str, str]] = {
-    F.TYPE_STRING: {"type": "string"}, F.TYPE_BOOL: {"type": "boolean"},
+    F.TYPE_STRING: {"type": "string"},
+    F.TYPE_BOOL: {"type": "boolean"},
     F.TYPE_BYTES: {"type": "string", "format": "byte"},
     F.TYPE_DOUBLE: {"type": "number", "format": "double"},
     F.TYPE_FLOAT: {"type": "number", "format": "float"},
     **{t: {"type": "integer", "format": "int32"} for t in (F.TYPE_INT32, F.TYPE_SINT32, F.TYPE_SFIXED32)},
     **{t: {"type": "integer", "format": "uint32"} for t in (F.TYPE_UINT32, F.TYPE_FIXED32)},
     # proto3 JSON writes 64-bit integers as strings.
-    **{t: {"type": "string", "format": "int64"} for t in (F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64,
-                                                          F.TYPE_UINT64, F.TYPE_FIXED64)},
+    **{
+        t: {"type": "string", "format": "int64"}
+        for t in (F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64, F.TYPE_UINT64, F.TYPE_FIXED64)
+    },
 }
 WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
     "google.protobuf.Duration": {"type": "string", "pattern": r"^-?\d+(\.\d+)?s$"},
-    "google.protobuf.Any": {"type": "object", "required": ["@type"], "additionalProperties": True,
-                            "properties": {"@type": {"type": "string"}}},
+    "google.protobuf.Any": {
+        "type": "object",
+        "required": ["@type"],
+        "additionalProperties": True,
+        "properties": {"@type": {"type": "string"}},
+    },
 }
 
 
@@ -83,8 +90,9 @@ def field_schema(field: descriptor_pb2.FieldDescriptorProto, wanted: set[str]) -
     return {"type": "array", "items": schema} if field.label == F.LABEL_REPEATED else schema
 
 
-def message_schema(protos: Protos, name: str, wanted: set[str], skip: frozenset[str] = frozenset()
-                   ) -> dict[str, Any]:
+def message_schema(
+    protos: Protos, name: str, wanted: set[str], skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     message = protos.messages[name]
     properties = {}
     for field in message.field:
@@ -92,8 +100,11 @@ def message_schema(protos: Protos, name: str, wanted: set[str], skip: frozenset[
             prop = field_schema(field, wanted)
             if text := protos.comments.get(("field", name, field.name)):
                 # Beside a $ref a description is ignored by older tools: wrap it.
-                prop = ({"allOf": [prop], "description": text} if "$ref" in prop
-                        else {**prop, "description": text})
+                prop = (
+                    {"allOf": [prop], "description": text}
+                    if "$ref" in prop
+                    else {**prop, "description": text}
+                )
             properties[field.name] = prop
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if text := protos.comments.get(("message", name)):
@@ -125,33 +136,57 @@ def bindings(rule: Any) -> list[tuple[str, str, str]]:
     return found
 
 
-def operation(protos: Protos, method: descriptor_pb2.MethodDescriptorProto, comment: str,
-              path: str, body: str, wanted: set[str]) -> dict[str, Any]:
+def operation(
+    protos: Protos,
+    method: descriptor_pb2.MethodDescriptorProto,
+    comment: str,
+    path: str,
+    body: str,
+    wanted: set[str],
+) -> dict[str, Any]:
     request, response = method.input_type.lstrip("."), method.output_type.lstrip(".")
     path_fields = re.findall(r"\{([^}=]+)", path)
     fields = {f.name: f for f in protos.messages[request].field}
-    params = [{"name": n, "in": "path", "required": True, "schema": field_schema(fields[n], wanted)}
-              for n in path_fields]
+    params = [
+        {"name": n, "in": "path", "required": True, "schema": field_schema(fields[n], wanted)}
+        for n in path_fields
+    ]
     summary = re.split(r"(?<=\.)\s", comment.replace("\n", " "), maxsplit=1)[0]
-    op: dict[str, Any] = {"operationId": method.name, "summary": summary,
-                          "description": comment, "tags": [SERVICE.rsplit(".", 1)[1]]}
+    op: dict[str, Any] = {
+        "operationId": method.name,
+        "summary": summary,
+        "description": comment,
+        "tags": [SERVICE.rsplit(".", 1)[1]],
+    }
     if body == "*":
-        op["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": message_schema(protos, request, wanted, frozenset(path_fields))}}}
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": message_schema(protos, request, wanted, frozenset(path_fields))
+                }
+            },
+        }
     elif body:
         op["requestBody"] = {"content": {"application/json": {"schema": field_schema(fields[body], wanted)}}}
     else:  # the other top-level fields travel as query parameters
-        params += [{"name": f.name, "in": "query", "schema": field_schema(f, wanted)}
-                   for f in fields.values() if f.name not in path_fields and f.type != F.TYPE_MESSAGE]
+        params += [
+            {"name": f.name, "in": "query", "schema": field_schema(f, wanted)}
+            for f in fields.values()
+            if f.name not in path_fields and f.type != F.TYPE_MESSAGE
+        ]
     wanted.update({response, STATUS})
     # A server stream arrives as one JSON message per line (stream_newline_delimited).
     media = "application/x-ndjson" if method.server_streaming else "application/json"
     op["parameters"] = params
     op["responses"] = {
         "200": {"description": "OK", "content": {media: {"schema": _ref(response)}}},
-        "default": {"description": "An error: a google.rpc.Status whose details hold an ErrorInfo "
-                                   "(and BadRequest, RetryInfo, QuotaFailure where they apply)",
-                    "content": {"application/json": {"schema": _ref(STATUS)}}}}
+        "default": {
+            "description": "An error: a google.rpc.Status whose details hold an ErrorInfo "
+            "(and BadRequest, RetryInfo, QuotaFailure where they apply)",
+            "content": {"application/json": {"schema": _ref(STATUS)}},
+        },
+    }
     return op
 
 
@@ -175,15 +210,19 @@ def build(descriptor_set: bytes) -> dict[str, Any]:
                     paths.setdefault(template, {})[verb] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": SERVICE, "version": "v1",
-                 "description": "REST through Envoy's gRPC-JSON transcoder (deploy/envoy). Generated "
-                                "from protos/participation/v1/participation.proto by make openapi."},
+        "info": {
+            "title": SERVICE,
+            "version": "v1",
+            "description": "REST through Envoy's gRPC-JSON transcoder (deploy/envoy). Generated "
+            "from protos/participation/v1/participation.proto by make openapi.",
+        },
         "servers": [{"url": "http://127.0.0.1:8080", "description": "make gateway"}],
         "security": [{"bearer": []}],
         "paths": dict(sorted(paths.items())),
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                      "bearerFormat": "JWT"}},
-                       "schemas": components(protos, wanted)},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "schemas": components(protos, wanted),
+        },
     }
 
 

@@ -40,10 +40,15 @@ def protoc(*args: str, protos: Path = ROOT / "protos") -> None:
 
 def generate(out: Path) -> None:
     bin_dir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside this interpreter
-    protoc(f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
-           f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
-           f"--python_out={out}", f"--mypy_out={out}", f"--grpc_python_out={out}",
-           f"--mypy_grpc_out={out}", PROTO)
+    protoc(
+        f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
+        f"--python_out={out}",
+        f"--mypy_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_grpc_out={out}",
+        PROTO,
+    )
     gen = out / "participation" / "v1"
     for path in gen.iterdir():
         path.write_text(path.read_text().replace(IMPORT_FROM, IMPORT_TO))
@@ -53,8 +58,14 @@ def generate(out: Path) -> None:
 def build_descriptor(out: Path, protos: Path = ROOT / "protos") -> None:
     """The descriptor set with imports and comments: buf lints it, a REST gateway loads it."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    protoc("--include_imports", "--include_source_info", f"--descriptor_set_out={out}", PROTO,
-           *ERROR_PROTOS, protos=protos)
+    protoc(
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={out}",
+        PROTO,
+        *ERROR_PROTOS,
+        protos=protos,
+    )
 
 
 def build_descriptor_at(out: Path, ref: str) -> bool:
@@ -86,8 +97,7 @@ def main() -> int:
             _, mismatch, errors = filecmp.cmpfiles(gen, TARGET, names, shallow=False)
             extra = {p.name for p in TARGET.glob("*.py*")} - set(names)
             if mismatch or errors or extra:
-                print("generated code drifted from the proto; run 'make proto':",
-                      *mismatch, *errors, *extra)
+                print("generated code drifted from the proto; run 'make proto':", *mismatch, *errors, *extra)
                 return 1
             return 0
         shutil.rmtree(TARGET, ignore_errors=True)

@@ -59,11 +59,17 @@ def test_settings(database_url: str, **overrides: Any) -> Settings:
     # Database waits far longer than in production: a test about correctness must not turn into
     # one about timing on a busy machine (300 calls queueing on one activity's lock can take
     # seconds there). The tests about the limits set them short themselves.
-    options: dict[str, Any] = {"database_url": database_url, "grpc_host": "127.0.0.1",
-                               "grpc_port": 0, "rate_limit_enabled": False,
-                               "shutdown_grace_seconds": 5.0, "shutdown_pause_seconds": 0.0,
-                               "db_lock_timeout_ms": 30_000, "db_acquire_timeout_ms": 30_000,
-                               "db_statement_timeout_ms": 60_000}
+    options: dict[str, Any] = {
+        "database_url": database_url,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "rate_limit_enabled": False,
+        "shutdown_grace_seconds": 5.0,
+        "shutdown_pause_seconds": 0.0,
+        "db_lock_timeout_ms": 30_000,
+        "db_acquire_timeout_ms": 30_000,
+        "db_statement_timeout_ms": 60_000,
+    }
     return Settings(**{**options, **overrides})
 
 
@@ -96,16 +102,16 @@ class Service:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, query_logger: QueryLogger | None = None
-                  ) -> AsyncIterator[Service]:
+async def serving(settings: Settings, query_logger: QueryLogger | None = None) -> AsyncIterator[Service]:
     """The service's own lifecycle (app.running), a channel to it and a seeding connection."""
     assert settings.database_url is not None
     async with running(settings, query_logger) as app:
         channel = grpc.aio.insecure_channel(app.address)
         seed = Seed(await asyncpg.connect(settings.database_url))
         try:
-            yield Service(app, participation_pb2_grpc.ParticipationServiceStub(channel), seed,
-                          settings, channel)
+            yield Service(
+                app, participation_pb2_grpc.ParticipationServiceStub(channel), seed, settings, channel
+            )
         finally:
             await seed.conn.close()
             await channel.close()
@@ -139,8 +145,7 @@ def detail(exc: grpc.RpcError, kind: Any) -> Any:
     return None
 
 
-async def expect_error(call: Any, code: grpc.StatusCode, reason: str
-                       ) -> error_details_pb2.ErrorInfo:
+async def expect_error(call: Any, code: grpc.StatusCode, reason: str) -> error_details_pb2.ErrorInfo:
     """Await a call that must fail with this code and ErrorInfo reason; returns the ErrorInfo."""
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call

@@ -40,8 +40,7 @@ class SilentAfterStartup:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
         port: int = self._server.sockets[0].getsockname()[1]
         user = self._dsn.username or "postgres"
-        return urlunsplit(self._dsn._replace(netloc=f"{user}@127.0.0.1:{port}",
-                                             query="sslmode=disable"))
+        return urlunsplit(self._dsn._replace(netloc=f"{user}@127.0.0.1:{port}", query="sslmode=disable"))
 
     async def opened_at_least(self, count: int) -> None:
         async with self._opening:
@@ -57,23 +56,21 @@ class SilentAfterStartup:
             self._server.close()
             await self._server.wait_closed()
 
-    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
-                      ) -> None:
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         if self._host.startswith("/"):  # libpq's convention for a socket directory
-            server_r, server_w = await asyncio.open_unix_connection(
-                f"{self._host}/.s.PGSQL.{self._port}")
+            server_r, server_w = await asyncio.open_unix_connection(f"{self._host}/.s.PGSQL.{self._port}")
         else:
             server_r, server_w = await asyncio.open_connection(self._host, self._port)
         self._writers += [client_w, server_w]
         ready = asyncio.Event()
-        for pump in (self._to_client(server_r, client_w, ready),
-                     self._to_server(client_r, server_w, ready)):
+        for pump in (self._to_client(server_r, client_w, ready), self._to_server(client_r, server_w, ready)):
             task = asyncio.create_task(pump)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _to_client(self, server: asyncio.StreamReader, client: asyncio.StreamWriter,
-                         ready: asyncio.Event) -> None:
+    async def _to_client(
+        self, server: asyncio.StreamReader, client: asyncio.StreamWriter, ready: asyncio.Event
+    ) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
             while True:
                 header = await server.readexactly(5)
@@ -87,8 +84,9 @@ class SilentAfterStartup:
                 client.write(header + body)
                 await client.drain()
 
-    async def _to_server(self, client: asyncio.StreamReader, server: asyncio.StreamWriter,
-                         ready: asyncio.Event) -> None:
+    async def _to_server(
+        self, client: asyncio.StreamReader, server: asyncio.StreamWriter, ready: asyncio.Event
+    ) -> None:
         with contextlib.suppress(ConnectionError):
             while data := await client.read(65536):
                 if ready.is_set():

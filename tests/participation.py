@@ -10,20 +10,20 @@ from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service
 
 
-def join(service: Service, user: uuid.UUID, activity: uuid.UUID | str
-         ) -> Awaitable[pb.JoinActivityResponse]:
+def join(service: Service, user: uuid.UUID, activity: uuid.UUID | str) -> Awaitable[pb.JoinActivityResponse]:
     return service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
 
 
-def leave(service: Service, user: uuid.UUID, activity: uuid.UUID
-          ) -> Awaitable[pb.LeaveActivityResponse]:
+def leave(service: Service, user: uuid.UUID, activity: uuid.UUID) -> Awaitable[pb.LeaveActivityResponse]:
     return service.call("LeaveActivity", user, pb.LeaveActivityRequest(activity_id=str(activity)))
 
 
-def cancel(service: Service, user: uuid.UUID, activity: uuid.UUID, reason: str = ""
-           ) -> Awaitable[pb.CancelParticipationResponse]:
-    return service.call("CancelParticipation", user,
-                        pb.CancelParticipationRequest(activity_id=str(activity), reason=reason))
+def cancel(
+    service: Service, user: uuid.UUID, activity: uuid.UUID, reason: str = ""
+) -> Awaitable[pb.CancelParticipationResponse]:
+    return service.call(
+        "CancelParticipation", user, pb.CancelParticipationRequest(activity_id=str(activity), reason=reason)
+    )
 
 
 class FullActivity(NamedTuple):
@@ -33,8 +33,14 @@ class FullActivity(NamedTuple):
     queue: list[uuid.UUID]  # waitlisted, in queue order
 
 
-async def full_activity(service: Service, waiting: int, *, seats: int | None = None,
-                        seated: tuple[uuid.UUID, ...] = (), **options: Any) -> FullActivity:
+async def full_activity(
+    service: Service,
+    waiting: int,
+    *,
+    seats: int | None = None,
+    seated: tuple[uuid.UUID, ...] = (),
+    **options: Any,
+) -> FullActivity:
     """An activity with every seat taken (the organizer's, those of `seated`, written as the
     platform would, and members who joined through the service for the rest of `seats`), then
     `waiting` users queued through the service."""
@@ -59,6 +65,8 @@ async def invariants(service: Service, activity: uuid.UUID) -> dict[str, Any]:
     both = await service.seed.conn.fetchval(
         "SELECT count(*) FROM activity.waitlist_entries w JOIN activity.participants p "
         "USING (activity_id, user_id) WHERE w.activity_id = $1 "
-        "AND p.participation_status = 'registered'", activity)
+        "AND p.participation_status = 'registered'",
+        activity,
+    )
     assert both == 0
     return counts

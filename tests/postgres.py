@@ -33,8 +33,7 @@ def with_database(dsn: str, name: str) -> str:
 
 
 @asynccontextmanager
-async def scratch_database(dsn: str, prefix: str, template: str | None = None
-                           ) -> AsyncIterator[str]:
+async def scratch_database(dsn: str, prefix: str, template: str | None = None) -> AsyncIterator[str]:
     """A database of its own on dsn's server (a copy of `template`, or empty), dropped after."""
     name = f"{prefix}_{uuid.uuid4().hex[:16]}"
     conn = await asyncpg.connect(dsn)

@@ -61,7 +61,8 @@ async def install_pgcrypto(conn: asyncpg.Connection) -> None:
     a test run without DATABASE_URL is built without it: a stand-in of the same name (random
     bytes from gen_random_uuid) keeps uuidv7() working there."""
     available = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgcrypto')")
+        "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pgcrypto')"
+    )
     if available:
         await conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
         return
@@ -132,33 +133,57 @@ class _Loader:
         await self.register(ids.free_seat, m[0])
         await self.queue(ids.free_seat, (ids.banned, 1), (m[2], 2), (m[3], 3), (m[4], 4))
         # The same in an activity that has started: nobody can leave or be promoted any more.
-        await self.activity(ids.past_free_seat, max_participants=3, counter=1, waiting=1,
-                            starts=self.ago(days=1))
+        await self.activity(
+            ids.past_free_seat, max_participants=3, counter=1, waiting=1, starts=self.ago(days=1)
+        )
         await self.queue(ids.past_free_seat, (m[0], 1))
         # Invitations: pending past expires_at, pending without expires_at, accepted without a
         # participation, declined (re-inviting conflicts with the predecessor's UNIQUE), and an
         # accepted one that did register.
-        await self.activity(ids.invite_only, max_participants=10, counter=2, waiting=0,
-                            privacy="invite_only")
-        await self.invitation(ids.inv_expired, m[0], "pending", invited=self.ago(days=5),
-                              expires=self.ago(days=2))
-        await self.invitation(ids.inv_no_expiry, m[1], "pending", invited=self.ago(days=1),
-                              expires=None)
-        await self.invitation(ids.inv_accepted_orphan, m[2], "accepted", invited=self.ago(days=3),
-                              expires=self.now + timedelta(days=1), responded=self.ago(days=2))
-        await self.invitation(ids.inv_declined, m[3], "declined", invited=self.ago(days=3),
-                              expires=self.now + timedelta(days=1), responded=self.ago(days=2))
-        await self.invitation(ids.inv_accepted, m[4], "accepted", invited=self.ago(days=3),
-                              expires=self.now + timedelta(days=1), responded=self.ago(days=2))
+        await self.activity(ids.invite_only, max_participants=10, counter=2, waiting=0, privacy="invite_only")
+        await self.invitation(
+            ids.inv_expired, m[0], "pending", invited=self.ago(days=5), expires=self.ago(days=2)
+        )
+        await self.invitation(ids.inv_no_expiry, m[1], "pending", invited=self.ago(days=1), expires=None)
+        await self.invitation(
+            ids.inv_accepted_orphan,
+            m[2],
+            "accepted",
+            invited=self.ago(days=3),
+            expires=self.now + timedelta(days=1),
+            responded=self.ago(days=2),
+        )
+        await self.invitation(
+            ids.inv_declined,
+            m[3],
+            "declined",
+            invited=self.ago(days=3),
+            expires=self.now + timedelta(days=1),
+            responded=self.ago(days=2),
+        )
+        await self.invitation(
+            ids.inv_accepted,
+            m[4],
+            "accepted",
+            invited=self.ago(days=3),
+            expires=self.now + timedelta(days=1),
+            responded=self.ago(days=2),
+        )
         await self.register(ids.invite_only, m[4])
         # Cancellations as the predecessor kept them: the reason in payload, the time only in
         # updated_at. member2 cancelled without a reason.
         await self.activity(ids.cancelled, max_participants=10, counter=1, waiting=0)
-        await self.participant(ids.cancelled, m[0], "cancelled", joined=self.ago(days=6),
-                               payload={"cancel_reason": "Knee injury", "channel": "app"},
-                               updated=self.ago(days=3))
-        await self.participant(ids.cancelled, m[1], "cancelled", joined=self.ago(days=6),
-                               updated=self.ago(days=2))
+        await self.participant(
+            ids.cancelled,
+            m[0],
+            "cancelled",
+            joined=self.ago(days=6),
+            payload={"cancel_reason": "Knee injury", "channel": "app"},
+            updated=self.ago(days=3),
+        )
+        await self.participant(
+            ids.cancelled, m[1], "cancelled", joined=self.ago(days=6), updated=self.ago(days=2)
+        )
         # Waitlist rows written with NULL ids (and a duplicate position among them).
         await self.activity(ids.null_ids, max_participants=1, counter=1, waiting=3)
         await self.queue(ids.null_ids, (m[0], 1), (m[1], 1), (m[2], 3), null_ids=2)
@@ -168,15 +193,18 @@ class _Loader:
         # The platform's own tables in their shapes: friendships with a varchar status (member10
         # a friend of the organizer, member11 asked), a block with a reason (member12), an
         # activity that took place yesterday (attendance goes into their confirmations table).
-        await self.activity(ids.friends_only, max_participants=5, counter=1, waiting=0,
-                            privacy="friends_only")
+        await self.activity(
+            ids.friends_only, max_participants=5, counter=1, waiting=0, privacy="friends_only"
+        )
         await self.friendship(ids.organizer, m[9], "accepted")
         await self.friendship(ids.organizer, m[10], "pending")
         await self.conn.execute(
             "INSERT INTO activity.user_blocks (blocker_user_id, blocked_user_id, reason) "
-            "VALUES ($1, $2, 'Spam')", ids.organizer, m[11])
-        await self.activity(ids.finished, max_participants=5, counter=3, waiting=0,
-                            starts=self.ago(days=1))
+            "VALUES ($1, $2, 'Spam')",
+            ids.organizer,
+            m[11],
+        )
+        await self.activity(ids.finished, max_participants=5, counter=3, waiting=0, starts=self.ago(days=1))
         await self.register(ids.finished, m[0], m[1])
 
     async def user(self, user_id: uuid.UUID, name: str, status: str = "active") -> None:
@@ -184,11 +212,24 @@ class _Loader:
             """INSERT INTO activity.users (user_id, email, username, password_hash, first_name,
                    last_name, status, bio, created_at)
                VALUES ($1, $2, $3, 'x', $4, 'Tester', $5, 'hi', $6)""",
-            user_id, f"{name}@example.test", name, name.title(), status, self.ago(days=30))
+            user_id,
+            f"{name}@example.test",
+            name,
+            name.title(),
+            status,
+            self.ago(days=30),
+        )
 
-    async def activity(self, activity_id: uuid.UUID, *, max_participants: int, counter: int,
-                       waiting: int, privacy: str = "public",
-                       starts: datetime | None = None) -> None:
+    async def activity(
+        self,
+        activity_id: uuid.UUID,
+        *,
+        max_participants: int,
+        counter: int,
+        waiting: int,
+        privacy: str = "public",
+        starts: datetime | None = None,
+    ) -> None:
         """An activity of the organizer, registered in the first seat; the counters as given."""
         await self.conn.execute(
             """INSERT INTO activity.activities (activity_id, organizer_user_id, title, description,
@@ -197,30 +238,50 @@ class _Loader:
                    payload)
                VALUES ($1, $2, $3, 'From the predecessor', $4, $5, 90, $6, $7, $8, 'Park',
                        'Utrecht', $9, '{"source": "rest"}')""",
-            activity_id, ids.organizer, f"Activity {activity_id.hex[:6]}", privacy,
-            starts or self.now + timedelta(days=7), max_participants, counter, waiting,
-            self.ago(days=10))
-        await self.participant(activity_id, ids.organizer, "registered", role="organizer",
-                               joined=self.ago(days=10))
+            activity_id,
+            ids.organizer,
+            f"Activity {activity_id.hex[:6]}",
+            privacy,
+            starts or self.now + timedelta(days=7),
+            max_participants,
+            counter,
+            waiting,
+            self.ago(days=10),
+        )
+        await self.participant(
+            activity_id, ids.organizer, "registered", role="organizer", joined=self.ago(days=10)
+        )
 
     async def register(self, activity_id: uuid.UUID, *users: uuid.UUID) -> None:
         for n, user in enumerate(users):
             await self.participant(activity_id, user, "registered", joined=self.ago(days=9 - n))
 
-    async def participant(self, activity_id: uuid.UUID, user_id: uuid.UUID, status: str, *,
-                          joined: datetime, role: str = "member",
-                          payload: dict[str, Any] | None = None,
-                          updated: datetime | None = None) -> None:
+    async def participant(
+        self,
+        activity_id: uuid.UUID,
+        user_id: uuid.UUID,
+        status: str,
+        *,
+        joined: datetime,
+        role: str = "member",
+        payload: dict[str, Any] | None = None,
+        updated: datetime | None = None,
+    ) -> None:
         await self.conn.execute(
             """INSERT INTO activity.participants (activity_id, user_id, role, participation_status,
                    joined_at, payload, hash_value, created_at, updated_at)
                VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $5, $8)""",
-            activity_id, user_id, role, status, joined,
-            None if payload is None else json.dumps(payload), f"{activity_id.hex}{user_id.hex}"[:64],
-            updated or joined)
+            activity_id,
+            user_id,
+            role,
+            status,
+            joined,
+            None if payload is None else json.dumps(payload),
+            f"{activity_id.hex}{user_id.hex}"[:64],
+            updated or joined,
+        )
 
-    async def queue(self, activity_id: uuid.UUID, *entries: tuple[uuid.UUID, int],
-                    null_ids: int = 0) -> None:
+    async def queue(self, activity_id: uuid.UUID, *entries: tuple[uuid.UUID, int], null_ids: int = 0) -> None:
         """Waitlist entries in the order given (each joined a day after the one before); the
         first `null_ids` of them were written with a NULL id."""
         for n, (user, position) in enumerate(entries):
@@ -229,21 +290,45 @@ class _Loader:
                        position, created_at, payload)
                    VALUES (CASE WHEN $5 THEN NULL ELSE public.uuidv7() END, $1, $2, $3, $4,
                            '{"notified": false}')""",
-                activity_id, user, position, self.ago(days=8 - n), n < null_ids)
+                activity_id,
+                user,
+                position,
+                self.ago(days=8 - n),
+                n < null_ids,
+            )
 
     async def friendship(self, a: uuid.UUID, b: uuid.UUID, status: str) -> None:
         await self.conn.execute(
             "INSERT INTO activity.friendships (user_id_1, user_id_2, status, initiated_by, "
             "accepted_at) VALUES ($1, $2, $3, $4, $5)",
-            min(a, b), max(a, b), status, a, self.ago(days=20) if status == "accepted" else None)
+            min(a, b),
+            max(a, b),
+            status,
+            a,
+            self.ago(days=20) if status == "accepted" else None,
+        )
 
-    async def invitation(self, invitation_id: uuid.UUID, user_id: uuid.UUID, status: str, *,
-                         invited: datetime, expires: datetime | None,
-                         responded: datetime | None = None) -> None:
+    async def invitation(
+        self,
+        invitation_id: uuid.UUID,
+        user_id: uuid.UUID,
+        status: str,
+        *,
+        invited: datetime,
+        expires: datetime | None,
+        responded: datetime | None = None,
+    ) -> None:
         await self.conn.execute(
             """INSERT INTO activity.activity_invitations (invitation_id, activity_id, user_id,
                    invited_by_user_id, status, invited_at, responded_at, expires_at, message,
                    created_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'Come along', $6)""",
-            invitation_id, ids.invite_only, user_id, ids.organizer, status, invited, responded,
-            expires)
+            invitation_id,
+            ids.invite_only,
+            user_id,
+            ids.organizer,
+            status,
+            invited,
+            responded,
+            expires,
+        )

@@ -70,9 +70,12 @@ class PrivatePostgres:
         # threads running can crash the child before it execs.
         user = self._server.system_user
         prefix = ["runuser", "-u", user, "--"] if user else []
-        subprocess.run([*prefix, str(self._pg_ctl), "-D", str(self.pgdata), "-w", *args, "-l",
-                        str(self.pgdata / "log")], check=True, capture_output=True,
-                       timeout=PG_CTL_TIMEOUT_SECONDS)
+        subprocess.run(
+            [*prefix, str(self._pg_ctl), "-D", str(self.pgdata), "-w", *args, "-l", str(self.pgdata / "log")],
+            check=True,
+            capture_output=True,
+            timeout=PG_CTL_TIMEOUT_SECONDS,
+        )
 
     def _processes(self) -> list[int]:
         """The postmaster (first line of postmaster.pid) and its children, from /proc."""

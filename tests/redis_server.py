@@ -48,9 +48,22 @@ class RedisServer:
     def start(self) -> None:
         # No persistence: a restarted server starts empty, as after losing its data.
         self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not answers(self.url):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -74,8 +87,10 @@ def redis_url() -> str:
     if answers(url):
         return url
     if shutil.which("redis-server") is None:
-        pytest.skip(f"no Redis answers at {url} and no redis-server binary to start one; "
-                    "the rate-limit tests need a real Redis")
+        pytest.skip(
+            f"no Redis answers at {url} and no redis-server binary to start one; "
+            "the rate-limit tests need a real Redis"
+        )
     server = RedisServer()
     server.start()
     atexit.register(server.remove)

@@ -18,10 +18,16 @@ class Seed:
         self.conn = conn
         self._n = 0
 
-    async def user(self, *, status: str = "active", subscription: str = "free",
-                   subscription_expires_at: datetime | None = None,
-                   ban_expires_at: datetime | None = None, username: str | None = None,
-                   first_name: str = "Test") -> uuid.UUID:
+    async def user(
+        self,
+        *,
+        status: str = "active",
+        subscription: str = "free",
+        subscription_expires_at: datetime | None = None,
+        ban_expires_at: datetime | None = None,
+        username: str | None = None,
+        first_name: str = "Test",
+    ) -> uuid.UUID:
         user_id = uuid.uuid4()
         self._n += 1
         name = username or f"user{self._n}_{user_id.hex[:6]}"
@@ -30,15 +36,30 @@ class Seed:
                    last_name, main_photo_url, subscription_level, subscription_expires_at, status,
                    ban_expires_at)
                VALUES ($1, $2, $3, 'x', $4, 'Tester', $5, $6, $7, $8, $9)""",
-            user_id, f"{name}@example.test", name, first_name, f"https://img.test/{name}.jpg",
-            subscription, subscription_expires_at, status, ban_expires_at)
+            user_id,
+            f"{name}@example.test",
+            name,
+            first_name,
+            f"https://img.test/{name}.jpg",
+            subscription,
+            subscription_expires_at,
+            status,
+            ban_expires_at,
+        )
         return user_id
 
-    async def activity(self, organizer: uuid.UUID, *, privacy: str = "public",
-                       type_: str = "standard", status: str = "published",
-                       starts_in: timedelta = timedelta(days=7), max_participants: int = 10,
-                       joinable_at_free: datetime | None = None,
-                       title: str = "Activity") -> uuid.UUID:
+    async def activity(
+        self,
+        organizer: uuid.UUID,
+        *,
+        privacy: str = "public",
+        type_: str = "standard",
+        status: str = "published",
+        starts_in: timedelta = timedelta(days=7),
+        max_participants: int = 10,
+        joinable_at_free: datetime | None = None,
+        title: str = "Activity",
+    ) -> uuid.UUID:
         """An activity with its organizer registered in the first seat, as the platform does."""
         activity_id = uuid.uuid4()
         scheduled = now() + starts_in
@@ -50,62 +71,109 @@ class Seed:
                    city, created_at)
                VALUES ($1, $2, $3, 'Bring water', $4, $5, $6, $7, 90, $8, $9, 1, 'Park',
                        'Amsterdam', $10)""",
-            activity_id, organizer, title, type_, privacy, status, scheduled, joinable_at_free,
-            max_participants, created)
+            activity_id,
+            organizer,
+            title,
+            type_,
+            privacy,
+            status,
+            scheduled,
+            joinable_at_free,
+            max_participants,
+            created,
+        )
         await self.conn.execute(
             """INSERT INTO activity.participants (activity_id, user_id, role, participation_status,
                    joined_at) VALUES ($1, $2, 'organizer', 'registered', $3)""",
-            activity_id, organizer, created)
+            activity_id,
+            organizer,
+            created,
+        )
         return activity_id
 
     async def start(self, activity_id: uuid.UUID, ago: timedelta = timedelta(minutes=1)) -> None:
         """The activity begins (it began `ago`), as time passing would have it."""
         await self.conn.execute(
             "UPDATE activity.activities SET created_at = $2::timestamptz - interval '1 day', "
-            "scheduled_at = $2 WHERE activity_id = $1", activity_id, now() - ago)
+            "scheduled_at = $2 WHERE activity_id = $1",
+            activity_id,
+            now() - ago,
+        )
 
     async def block(self, blocker: uuid.UUID, blocked: uuid.UUID) -> None:
         await self.conn.execute(
             "INSERT INTO activity.user_blocks (blocker_user_id, blocked_user_id) VALUES ($1, $2)",
-            blocker, blocked)
+            blocker,
+            blocked,
+        )
 
     async def friends(self, a: uuid.UUID, b: uuid.UUID, status: str = "accepted") -> None:
         low, high = sorted((a, b))
         await self.conn.execute(
             """INSERT INTO activity.friendships (user_id_1, user_id_2, status, initiated_by,
                    accepted_at) VALUES ($1, $2, $3, $1, $4)""",
-            low, high, status, now() if status == "accepted" else None)
+            low,
+            high,
+            status,
+            now() if status == "accepted" else None,
+        )
 
-    async def invitation(self, activity_id: uuid.UUID, user_id: uuid.UUID, by: uuid.UUID, *,
-                         expires_in: timedelta = timedelta(hours=72),
-                         status: str = "pending") -> uuid.UUID:
+    async def invitation(
+        self,
+        activity_id: uuid.UUID,
+        user_id: uuid.UUID,
+        by: uuid.UUID,
+        *,
+        expires_in: timedelta = timedelta(hours=72),
+        status: str = "pending",
+    ) -> uuid.UUID:
         invitation_id: uuid.UUID = await self.conn.fetchval(
             """INSERT INTO activity.activity_invitations (activity_id, user_id, invited_by_user_id,
                    status, invited_at, expires_at)
                VALUES ($1, $2, $3, $4, $5, $6) RETURNING invitation_id""",
-            activity_id, user_id, by, status, min(now(), now() + expires_in - timedelta(hours=1)),
-            now() + expires_in)
+            activity_id,
+            user_id,
+            by,
+            status,
+            min(now(), now() + expires_in - timedelta(hours=1)),
+            now() + expires_in,
+        )
         return invitation_id
 
-    async def participant(self, activity_id: uuid.UUID, user_id: uuid.UUID, *,
-                          role: str = "member", status: str = "registered",
-                          attendance: str = "registered") -> None:
+    async def participant(
+        self,
+        activity_id: uuid.UUID,
+        user_id: uuid.UUID,
+        *,
+        role: str = "member",
+        status: str = "registered",
+        attendance: str = "registered",
+    ) -> None:
         """A participants row as the platform would hold it, with the seat counter kept true
         (also for activities that have already started, which nobody can join any more)."""
         await self.conn.execute(
             """INSERT INTO activity.participants (activity_id, user_id, role, participation_status,
                    attendance_status, joined_at) VALUES ($1, $2, $3, $4, $5, now())""",
-            activity_id, user_id, role, status, attendance)
+            activity_id,
+            user_id,
+            role,
+            status,
+            attendance,
+        )
         await self.conn.execute(
             """UPDATE activity.activities SET current_participants_count =
                    (SELECT count(*) FROM activity.participants p WHERE p.activity_id = $1
                       AND p.participation_status = 'registered')
-               WHERE activity_id = $1""", activity_id)
+               WHERE activity_id = $1""",
+            activity_id,
+        )
 
     async def user_counters(self, user_id: uuid.UUID) -> dict[str, Any]:
         row = await self.conn.fetchrow(
             """SELECT no_show_count, activities_attended_count, verification_count
-               FROM activity.users WHERE user_id = $1""", user_id)
+               FROM activity.users WHERE user_id = $1""",
+            user_id,
+        )
         assert row is not None, f"no user {user_id}"
         return dict(row)
 
@@ -126,6 +194,8 @@ class Seed:
                    (SELECT coalesce(array_agg(w.position ORDER BY w.position), '{}')
                       FROM activity.waitlist_positions w WHERE w.activity_id = a.activity_id)
                       AS positions
-               FROM activity.activities a WHERE a.activity_id = $1""", activity_id)
+               FROM activity.activities a WHERE a.activity_id = $1""",
+            activity_id,
+        )
         assert row is not None, f"no activity {activity_id}"
         return dict(row)

@@ -37,16 +37,22 @@ class ServerProcess:
 async def server_process(database_url: str, **environ: str) -> AsyncIterator[ServerProcess]:
     """Started, and SERVING, before the block; killed after it if it is still running."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_PORT": str(port),
-           "GRPC_HOST": "127.0.0.1", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING",
-           **environ}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GRPC_PORT": str(port),
+        "GRPC_HOST": "127.0.0.1",
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        **environ,
+    }
     env.pop("REDIS_URL", None)
-    process = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), "serve",
-                                                   env=env)
+    process = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), "serve", env=env)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=READY_SECONDS)
+                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=READY_SECONDS
+            )
         yield ServerProcess(process, f"127.0.0.1:{port}")
     finally:
         if process.returncode is None:

@@ -62,11 +62,14 @@ def request_id_of(metadata: Any) -> str:
 
 
 async def test_the_callers_request_id_is_returned_and_on_the_access_line(
-        service: Service, access: pytest.LogCaptureFixture) -> None:
+    service: Service, access: pytest.LogCaptureFixture
+) -> None:
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer)
-    call = service.stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)),
-                                     metadata=(*service.auth(user), ("x-request-id", "tour-1")))
+    call = service.stub.JoinActivity(
+        pb.JoinActivityRequest(activity_id=str(activity)),
+        metadata=(*service.auth(user), ("x-request-id", "tour-1")),
+    )
     await call
     assert request_id_of(await call.initial_metadata()) == "tour-1"
     [line] = [line for line in lines(access) if line["request_id"] == "tour-1"]
@@ -77,7 +80,8 @@ async def test_the_callers_request_id_is_returned_and_on_the_access_line(
 
 
 async def test_a_request_id_is_made_when_missing_or_unusable_and_returned_on_failures_too(
-        service: Service, access: pytest.LogCaptureFixture) -> None:
+    service: Service, access: pytest.LogCaptureFixture
+) -> None:
     request = pb.JoinActivityRequest(activity_id=str(uuid.uuid4()))
     for sent in (None, "has space", "x" * 129):
         metadata = () if sent is None else (("x-request-id", sent),)
@@ -86,31 +90,41 @@ async def test_a_request_id_is_made_when_missing_or_unusable_and_returned_on_fai
         made = request_id_of(await call.initial_metadata())
         assert len(made) == 32 and int(made, 16) >= 0  # a fresh id, not the caller's value
         [line] = [line for line in lines(access) if line["request_id"] == made]
-        assert (line["code"], line["reason"], line["user_id"]) == (
-            "UNAUTHENTICATED", "TOKEN_MISSING", "")
+        assert (line["code"], line["reason"], line["user_id"]) == ("UNAUTHENTICATED", "TOKEN_MISSING", "")
 
 
 async def test_every_refused_call_has_its_access_line(
-        database_url: str, access: pytest.LogCaptureFixture) -> None:
-    settings = test_settings(database_url, rate_limit_enabled=True,
-                             rate_limits=RateLimits(write=1))
+    database_url: str, access: pytest.LogCaptureFixture
+) -> None:
+    settings = test_settings(database_url, rate_limit_enabled=True, rate_limits=RateLimits(write=1))
     async with serving(settings) as service:
         user = await service.seed.user()
         raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = service.channel.unary_unary(
-            f"/{JOIN}")  # raw bytes, no serializer
+            f"/{JOIN}"
+        )  # raw bytes, no serializer
         # One after the other: the write budget (1) goes to the first.
         calls: list[tuple[Callable[[], Awaitable[object]], str]] = [
-            (lambda: service.stub.JoinActivity(
-                pb.JoinActivityRequest(activity_id="nope"),
-                metadata=(*service.auth(user), ("x-request-id", "r1"))), "INVALID_ARGUMENT"),
-            (lambda: service.stub.JoinActivity(
-                pb.JoinActivityRequest(activity_id=str(uuid.uuid4())),
-                metadata=(*service.auth(user), ("x-request-id", "r2"))), "RATE_LIMITED"),
+            (
+                lambda: service.stub.JoinActivity(
+                    pb.JoinActivityRequest(activity_id="nope"),
+                    metadata=(*service.auth(user), ("x-request-id", "r1")),
+                ),
+                "INVALID_ARGUMENT",
+            ),
+            (
+                lambda: service.stub.JoinActivity(
+                    pb.JoinActivityRequest(activity_id=str(uuid.uuid4())),
+                    metadata=(*service.auth(user), ("x-request-id", "r2")),
+                ),
+                "RATE_LIMITED",
+            ),
             (lambda: raw(b"\xff\xff", metadata=(("x-request-id", "r3"),)), "INVALID_ARGUMENT"),
-            (lambda: service.stub.JoinActivity(
-                pb.JoinActivityRequest(),
-                metadata=(("authorization", "Bearer x"), ("x-request-id", "r4"))),
-             "TOKEN_INVALID"),
+            (
+                lambda: service.stub.JoinActivity(
+                    pb.JoinActivityRequest(), metadata=(("authorization", "Bearer x"), ("x-request-id", "r4"))
+                ),
+                "TOKEN_INVALID",
+            ),
         ]
         for call, _ in calls:
             with pytest.raises(grpc.aio.AioRpcError):
@@ -122,8 +136,9 @@ async def test_every_refused_call_has_its_access_line(
 
 
 class _Failing(grpc.GenericRpcHandler):
-    def service(self, handler_call_details: grpc.HandlerCallDetails
-                ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         if handler_call_details.method != f"/{SERVICE_NAME}/TestFailing":
             return None
 
@@ -134,10 +149,12 @@ class _Failing(grpc.GenericRpcHandler):
 
 
 async def test_an_unexpected_error_is_logged_once_with_the_request_id(
-        service: Service, access: pytest.LogCaptureFixture) -> None:
+    service: Service, access: pytest.LogCaptureFixture
+) -> None:
     service.app.pipeline.add_generic_rpc_handlers([_Failing()])
     failing: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = service.channel.unary_unary(
-        f"/{SERVICE_NAME}/TestFailing")
+        f"/{SERVICE_NAME}/TestFailing"
+    )
     call = failing(b"", metadata=(*service.auth(uuid.uuid4()), ("x-request-id", "bug-1")))
     await expect_error(call, Code.INTERNAL, "INTERNAL")
     errors = [r for r in access.records if r.levelno >= logging.ERROR]
@@ -149,24 +166,25 @@ async def test_an_unexpected_error_is_logged_once_with_the_request_id(
 
 
 async def test_a_database_outage_is_one_access_line_per_call_and_not_a_warning_each(
-        access: pytest.LogCaptureFixture) -> None:
+    access: pytest.LogCaptureFixture,
+) -> None:
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
     async with serving_without_database(unreachable) as (stub, settings):
         auth = (("authorization", f"Bearer {mint_token(settings, uuid.uuid4())}"),)
         for _ in range(20):
-            await expect_error(stub.JoinActivity(pb.JoinActivityRequest(
-                activity_id=str(uuid.uuid4())), metadata=auth),
-                Code.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+            await expect_error(
+                stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(uuid.uuid4())), metadata=auth),
+                Code.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+            )
     outage = [line for line in lines(access) if line["reason"] == "DATABASE_UNAVAILABLE"]
     assert len(outage) == 20
-    warnings = [r for r in access.records
-                if r.name != ACCESS and "database unavailable" in r.getMessage()]
+    warnings = [r for r in access.records if r.name != ACCESS and "database unavailable" in r.getMessage()]
     assert len(warnings) <= 1  # summarised (none here when an earlier test began the window)
 
 
 @asynccontextmanager
-async def serving_without_database(url: str
-                                   ) -> AsyncIterator[tuple[Stub, Settings]]:
+async def serving_without_database(url: str) -> AsyncIterator[tuple[Stub, Settings]]:
     """`serving` needs a seeding connection; this one has only the service and a stub."""
     settings = test_settings(url)
     async with running(settings) as app:
@@ -188,39 +206,60 @@ async def test_serve_writes_json_access_lines_and_serves_metrics(database_url: s
     finally:
         await conn.close()
     grpc_port, metrics_port = free_port(), free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_HOST": "127.0.0.1",
-           "GRPC_PORT": str(grpc_port), "METRICS_HOST": "127.0.0.1",
-           "METRICS_PORT": str(metrics_port), "LOG_FORMAT": "json", "RATE_LIMIT_ENABLED": "false",
-           "SHUTDOWN_PAUSE_SECONDS": "0"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(grpc_port),
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": str(metrics_port),
+        "LOG_FORMAT": "json",
+        "RATE_LIMIT_ENABLED": "false",
+        "SHUTDOWN_PAUSE_SECONDS": "0",
+    }
     token = mint_token(Settings.from_environ(env), user)
     server = await asyncio.create_subprocess_exec(
-        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE)
+        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             await health_pb2_grpc.HealthStub(channel).Check(  # until it listens
-                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60)
+                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60
+            )
         grpcurl = await asyncio.create_subprocess_exec(
-            str(BIN / "grpcurl"), "-plaintext", "-v", "-H", f"authorization: Bearer {token}",
-            "-H", "x-request-id: my-first-call", "-d", json.dumps({"activity_id": str(activity)}),
-            f"127.0.0.1:{grpc_port}", JOIN,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            str(BIN / "grpcurl"),
+            "-plaintext",
+            "-v",
+            "-H",
+            f"authorization: Bearer {token}",
+            "-H",
+            "x-request-id: my-first-call",
+            "-d",
+            json.dumps({"activity_id": str(activity)}),
+            f"127.0.0.1:{grpc_port}",
+            JOIN,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await grpcurl.communicate()
         assert grpcurl.returncode == 0, err.decode()
         headers = out.decode().split("Response headers received:", 1)[1].split("\n\n", 1)[0]
         assert "x-request-id: my-first-call" in headers
         text = await asyncio.to_thread(_get, f"http://127.0.0.1:{metrics_port}/metrics")
-        assert ('grpc_server_handled_total{grpc_code="OK",grpc_method="JoinActivity",'
-                f'grpc_service="{SERVICE_NAME}",grpc_type="unary"}} 1.0') in text
+        assert (
+            'grpc_server_handled_total{grpc_code="OK",grpc_method="JoinActivity",'
+            f'grpc_service="{SERVICE_NAME}",grpc_type="unary"}} 1.0'
+        ) in text
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(server.communicate(), 60)
     assert server.returncode == 0
     records = [json.loads(line) for line in stderr.decode().splitlines()]  # every line is JSON
-    [line] = [r for r in records if r.get("request_id") == "my-first-call"
-              and r.get("method") == JOIN]  # grpcurl sends the header on reflection too
+    [line] = [
+        r for r in records if r.get("request_id") == "my-first-call" and r.get("method") == JOIN
+    ]  # grpcurl sends the header on reflection too
     assert line["logger"] == ACCESS and line["level"] == "INFO"
-    assert (line["method"], line["code"], line["reason"], line["user_id"]) == (
-        JOIN, "OK", "", str(user))
+    assert (line["method"], line["code"], line["reason"], line["user_id"]) == (JOIN, "OK", "", str(user))
     assert line["peer"].startswith("ipv4:127.0.0.1:") and line["duration_ms"] > 0
 
 

@@ -43,8 +43,11 @@ DROP = object()  # a claim left out of the token
 
 
 def _pem(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -105,9 +108,14 @@ OK = None
 CASES: list[tuple[str, str, Callable[[], str | None], str | None]] = [
     ("valid", "hs256", lambda: hs(), OK),
     ("valid_without_type", "hs256", lambda: hs(type=DROP), OK),
-    ("valid_with_optional_claims", "hs256", lambda: hs(
-        email="a@example.test", subscription_level="premium", ghost_mode=True,
-        org_id=str(uuid.uuid4())), OK),
+    (
+        "valid_with_optional_claims",
+        "hs256",
+        lambda: hs(
+            email="a@example.test", subscription_level="premium", ghost_mode=True, org_id=str(uuid.uuid4())
+        ),
+        OK,
+    ),
     ("scheme_case_insensitive", "hs256", lambda: "bearer " + hs()[7:], OK),
     ("no_metadata", "hs256", lambda: None, "TOKEN_MISSING"),
     ("empty_value", "hs256", lambda: "", "TOKEN_MISSING"),
@@ -146,18 +154,15 @@ CASES: list[tuple[str, str, Callable[[], str | None], str | None]] = [
     ("iss_aud_ignored_when_unset", "hs256", lambda: hs(iss="https://x.test", aud="x"), OK),
     ("iss_aud_match", "iss_aud", lambda: hs(iss=ISSUER, aud=AUDIENCE), OK),
     ("aud_array_with_ours", "iss_aud", lambda: hs(iss=ISSUER, aud=["other", AUDIENCE]), OK),
-    ("aud_array_without_ours", "iss_aud", lambda: hs(iss=ISSUER, aud=["a", "b"]),
-     "TOKEN_INVALID"),
+    ("aud_array_without_ours", "iss_aud", lambda: hs(iss=ISSUER, aud=["a", "b"]), "TOKEN_INVALID"),
     ("wrong_iss", "iss_aud", lambda: hs(iss="https://evil.test", aud=AUDIENCE), "TOKEN_INVALID"),
     ("no_iss", "iss_aud", lambda: hs(aud=AUDIENCE), "TOKEN_INVALID"),
     ("wrong_aud", "iss_aud", lambda: hs(iss=ISSUER, aud="billing"), "TOKEN_INVALID"),
     ("no_aud", "iss_aud", lambda: hs(iss=ISSUER), "TOKEN_INVALID"),
     ("rs256_valid", "rs256", lambda: signed(RSA_KEY, "RS256"), OK),
     ("rs256_other_key", "rs256", lambda: signed(OTHER_RSA_KEY, "RS256"), "TOKEN_INVALID"),
-    ("rs256_expired", "rs256", lambda: signed(RSA_KEY, "RS256", exp=later(-120)),
-     "TOKEN_EXPIRED"),
-    ("rs256_refresh", "rs256", lambda: signed(RSA_KEY, "RS256", type="refresh"),
-     "TOKEN_INVALID"),
+    ("rs256_expired", "rs256", lambda: signed(RSA_KEY, "RS256", exp=later(-120)), "TOKEN_EXPIRED"),
+    ("rs256_refresh", "rs256", lambda: signed(RSA_KEY, "RS256", type="refresh"), "TOKEN_INVALID"),
     ("hs256_when_rs256", "rs256", lambda: hs(), "TOKEN_INVALID"),
     ("hs256_keyed_by_public_key", "rs256", hmac_keyed_by_public_key, "TOKEN_INVALID"),
     ("es256_when_rs256", "rs256", lambda: signed(EC_KEY, "ES256"), "TOKEN_INVALID"),
@@ -196,7 +201,8 @@ async def channel_to(module_database_url: str) -> AsyncIterator[Channels]:
         async def get(config: str) -> grpc.aio.Channel:
             if config not in channels:
                 started = await servers.enter_async_context(
-                    serving(settings_for(module_database_url, **CONFIGS[config])))
+                    serving(settings_for(module_database_url, **CONFIGS[config]))
+                )
                 channels[config] = started.channel
             return channels[config]
 
@@ -207,26 +213,35 @@ def metadata(authorization: str | None) -> tuple[tuple[str, str], ...]:
     return () if authorization is None else (("authorization", authorization),)
 
 
-def method_call(channel: grpc.aio.Channel, method: descriptor.MethodDescriptor
-                ) -> tuple[grpc.aio.UnaryUnaryMultiCallable[Any, Any], Any]:
+def method_call(
+    channel: grpc.aio.Channel, method: descriptor.MethodDescriptor
+) -> tuple[grpc.aio.UnaryUnaryMultiCallable[Any, Any], Any]:
     """A callable for any RPC and a request whose every id is malformed."""
     request_class = getattr(pb, method.input_type.name)
     response_class = getattr(pb, method.output_type.name)
-    call = channel.unary_unary(f"/{SERVICE.full_name}/{method.name}",
-                               request_serializer=request_class.SerializeToString,
-                               response_deserializer=response_class.FromString)
-    request = request_class(**{f.name: "not-a-uuid" for f in method.input_type.fields
-                               if f.name.endswith("_id") and f.type == f.TYPE_STRING})
+    call = channel.unary_unary(
+        f"/{SERVICE.full_name}/{method.name}",
+        request_serializer=request_class.SerializeToString,
+        response_deserializer=response_class.FromString,
+    )
+    request = request_class(
+        **{
+            f.name: "not-a-uuid"
+            for f in method.input_type.fields
+            if f.name.endswith("_id") and f.type == f.TYPE_STRING
+        }
+    )
     return call, request
 
 
-@pytest.mark.parametrize(("config", "authorization", "reason"),
-                         [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-async def test_token(channel_to: Channels, config: str, authorization: Callable[[], str | None],
-                     reason: str | None) -> None:
+@pytest.mark.parametrize(
+    ("config", "authorization", "reason"), [case[1:] for case in CASES], ids=[case[0] for case in CASES]
+)
+async def test_token(
+    channel_to: Channels, config: str, authorization: Callable[[], str | None], reason: str | None
+) -> None:
     stub = participation_pb2_grpc.ParticipationServiceStub(await channel_to(config))
-    call = stub.ListUserActivities(pb.ListUserActivitiesRequest(),
-                                   metadata=metadata(authorization()))
+    call = stub.ListUserActivities(pb.ListUserActivitiesRequest(), metadata=metadata(authorization()))
     if reason is None:
         await call
     else:
@@ -234,20 +249,22 @@ async def test_token(channel_to: Channels, config: str, authorization: Callable[
 
 
 @pytest.mark.parametrize("method", list(SERVICE.methods), ids=lambda m: m.name)
-async def test_every_rpc_needs_a_token(channel_to: Channels,
-                                       method: descriptor.MethodDescriptor) -> None:
+async def test_every_rpc_needs_a_token(channel_to: Channels, method: descriptor.MethodDescriptor) -> None:
     call, request = method_call(await channel_to("hs256"), method)
     await expect_error(call(request), Code.UNAUTHENTICATED, "TOKEN_MISSING")
 
 
 @pytest.mark.parametrize("method", list(SERVICE.methods), ids=lambda m: m.name)
 async def test_authentication_comes_before_request_validation(
-        channel_to: Channels, method: descriptor.MethodDescriptor) -> None:
+    channel_to: Channels, method: descriptor.MethodDescriptor
+) -> None:
     call, request = method_call(await channel_to("hs256"), method)
-    await expect_error(call(request, metadata=metadata("Bearer garbage")),
-                       Code.UNAUTHENTICATED, "TOKEN_INVALID")
-    await expect_error(call(request, metadata=metadata(hs(exp=later(-120)))),
-                       Code.UNAUTHENTICATED, "TOKEN_EXPIRED")
+    await expect_error(
+        call(request, metadata=metadata("Bearer garbage")), Code.UNAUTHENTICATED, "TOKEN_INVALID"
+    )
+    await expect_error(
+        call(request, metadata=metadata(hs(exp=later(-120)))), Code.UNAUTHENTICATED, "TOKEN_EXPIRED"
+    )
 
 
 async def test_health_needs_no_token(channel_to: Channels) -> None:
@@ -265,14 +282,15 @@ async def test_reflection_needs_no_token(channel_to: Channels) -> None:
     assert {SERVICE.full_name, "grpc.health.v1.Health"} <= names
 
 
-async def test_the_caller_is_the_token_subject_whatever_the_optional_claims(
-        service: Service) -> None:
+async def test_the_caller_is_the_token_subject_whatever_the_optional_claims(service: Service) -> None:
     organizer, joiner = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer)
-    token = service.token(joiner, email="j@example.test", subscription_level="club",
-                          ghost_mode=False, org_id=str(uuid.uuid4()))
-    reply = await service.stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)),
-                                            metadata=metadata(f"Bearer {token}"))
+    token = service.token(
+        joiner, email="j@example.test", subscription_level="club", ghost_mode=False, org_id=str(uuid.uuid4())
+    )
+    reply = await service.stub.JoinActivity(
+        pb.JoinActivityRequest(activity_id=str(activity)), metadata=metadata(f"Bearer {token}")
+    )
     assert reply.user_id == str(joiner)
 
 
@@ -281,23 +299,31 @@ async def test_the_caller_is_the_token_subject_whatever_the_optional_claims(
 PRODUCTION = {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://db.invalid/x"}
 
 
-@pytest.mark.parametrize("secret", [None, "short-secret", DEV_JWT_SECRET],
-                         ids=["missing", "short", "development_default"])
+@pytest.mark.parametrize(
+    "secret", [None, "short-secret", DEV_JWT_SECRET], ids=["missing", "short", "development_default"]
+)
 def test_production_refuses_an_unsafe_secret(secret: str | None) -> None:
     env = {**PRODUCTION, **({} if secret is None else {"JWT_SECRET_KEY": secret})}
     with pytest.raises(ConfigError, match="JWT_SECRET_KEY"):
         Settings.from_environ(env)
 
 
-@pytest.mark.parametrize("secret", [None, "short-secret", DEV_JWT_SECRET],
-                         ids=["missing", "short", "development_default"])
+@pytest.mark.parametrize(
+    "secret", [None, "short-secret", DEV_JWT_SECRET], ids=["missing", "short", "development_default"]
+)
 def test_serve_in_production_exits_naming_the_secret(secret: str | None) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "ENVIRONMENT"))}
     env.update(PRODUCTION)
     if secret is not None:
         env["JWT_SECRET_KEY"] = secret
-    done = subprocess.run([sys.executable, "-m", "participation_grpc", "serve"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "participation_grpc", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     assert "JWT_SECRET_KEY" in done.stderr
 
@@ -308,8 +334,9 @@ def test_production_accepts_a_long_secret_and_development_has_a_default() -> Non
 
 
 def test_production_with_a_public_key_needs_no_secret() -> None:
-    settings = Settings.from_environ({**PRODUCTION, "JWT_ALGORITHM": "rs256",
-                                      "JWT_PUBLIC_KEY": _pem(RSA_KEY)})
+    settings = Settings.from_environ(
+        {**PRODUCTION, "JWT_ALGORITHM": "rs256", "JWT_PUBLIC_KEY": _pem(RSA_KEY)}
+    )
     assert settings.jwt_algorithm == "RS256"
 
 
@@ -331,19 +358,32 @@ def test_a_directly_built_settings_cannot_skip_the_checks() -> None:
         Settings(grpc_port=-1)
 
 
-@pytest.mark.parametrize(("env", "variable"), [
-    ({"JWT_ALGORITHM": "RS256"}, "JWT_PUBLIC_KEY"),
-    ({"JWT_ALGORITHM": "RS256", "JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nxx\n"},
-     "JWT_PUBLIC_KEY"),
-    ({"JWT_ALGORITHM": "RS256", "JWT_PUBLIC_KEY": _pem(EC_KEY)}, "JWT_PUBLIC_KEY"),
-    ({"JWT_ALGORITHM": "ES256", "JWT_PUBLIC_KEY": _pem(RSA_KEY)}, "JWT_PUBLIC_KEY"),
-    ({"JWT_ALGORITHM": "ES256",
-      "JWT_PUBLIC_KEY": _pem(ec.generate_private_key(ec.SECP384R1()))}, "JWT_PUBLIC_KEY"),
-    ({"JWT_ALGORITHM": "HS512"}, "JWT_ALGORITHM"),
-    ({"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
-    ({"JWT_LEEWAY_SECONDS": "-1"}, "JWT_LEEWAY_SECONDS"),
-], ids=["rs256_without_key", "unreadable_key", "ec_key_for_rs256", "rsa_key_for_es256",
-        "p384_key_for_es256", "hs512", "none", "negative_leeway"])
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"JWT_ALGORITHM": "RS256"}, "JWT_PUBLIC_KEY"),
+        ({"JWT_ALGORITHM": "RS256", "JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nxx\n"}, "JWT_PUBLIC_KEY"),
+        ({"JWT_ALGORITHM": "RS256", "JWT_PUBLIC_KEY": _pem(EC_KEY)}, "JWT_PUBLIC_KEY"),
+        ({"JWT_ALGORITHM": "ES256", "JWT_PUBLIC_KEY": _pem(RSA_KEY)}, "JWT_PUBLIC_KEY"),
+        (
+            {"JWT_ALGORITHM": "ES256", "JWT_PUBLIC_KEY": _pem(ec.generate_private_key(ec.SECP384R1()))},
+            "JWT_PUBLIC_KEY",
+        ),
+        ({"JWT_ALGORITHM": "HS512"}, "JWT_ALGORITHM"),
+        ({"JWT_ALGORITHM": "none"}, "JWT_ALGORITHM"),
+        ({"JWT_LEEWAY_SECONDS": "-1"}, "JWT_LEEWAY_SECONDS"),
+    ],
+    ids=[
+        "rs256_without_key",
+        "unreadable_key",
+        "ec_key_for_rs256",
+        "rsa_key_for_es256",
+        "p384_key_for_es256",
+        "hs512",
+        "none",
+        "negative_leeway",
+    ],
+)
 def test_unusable_token_settings_stop_start_up(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         Settings.from_environ(env)

@@ -25,8 +25,15 @@ from tests.seed import Seed
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_DEPENDENCIES = {"grpcio", "protobuf", "googleapis-common-protos"}
-SERVER_ONLY = {"asyncpg", "redis", "pyjwt", "cryptography", "grpcio-status", "grpcio-health-checking",
-               "grpcio-reflection"}
+SERVER_ONLY = {
+    "asyncpg",
+    "redis",
+    "pyjwt",
+    "cryptography",
+    "grpcio-status",
+    "grpcio-health-checking",
+    "grpcio-reflection",
+}
 # Run by the fresh virtualenv's interpreter: a sync client, as another team would write it.
 CLIENT = """
 import json, sys
@@ -68,8 +75,22 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("client-wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(out), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return next(out.glob("participation_grpc-*.whl"))
 
 
@@ -78,8 +99,11 @@ def _requirements(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as archive:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(name).decode()
-    return [line.split(":", 1)[1].strip() for line in metadata.splitlines()
-            if line.startswith("Requires-Dist:") and ";" not in line]
+    return [
+        line.split(":", 1)[1].strip()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:") and ";" not in line
+    ]
 
 
 def _floor(requirement: str) -> str:
@@ -96,9 +120,21 @@ def client_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     floors = venv / "floors.txt"
     floors.write_text("\n".join(_floor(r) for r in _requirements(wheel)) + "\n")
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                    "--disable-pip-version-check", "-c", str(floors), str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-c",
+            str(floors),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return venv
 
 
@@ -108,9 +144,20 @@ def test_the_package_depends_on_the_client_libraries_only(wheel: Path) -> None:
 
 
 def test_floor_install_holds_no_server_dependency(client_venv: Path) -> None:
-    listed = subprocess.run([str(client_venv / "bin" / "python"), "-m", "pip", "list", "--format",
-                             "json", "--disable-pip-version-check"], check=True, capture_output=True,
-                            text=True).stdout
+    listed = subprocess.run(
+        [
+            str(client_venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "list",
+            "--format",
+            "json",
+            "--disable-pip-version-check",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     installed = {p["name"].lower(): p["version"] for p in json.loads(listed)}
     assert not SERVER_ONLY & set(installed)
     assert installed["protobuf"].startswith("7.") and installed["grpcio"] == "1.85.1"
@@ -118,10 +165,15 @@ def test_floor_install_holds_no_server_dependency(client_venv: Path) -> None:
 
 @pytest.mark.parametrize("argv", [[], ["serve"], ["migrate"], ["--help"]])
 def test_the_command_without_the_server_extra_says_what_to_install(
-        client_venv: Path, argv: list[str]) -> None:
+    client_venv: Path, argv: list[str]
+) -> None:
     """The client package installs the console script too; it cannot serve, and says so."""
-    ran = subprocess.run([str(client_venv / "bin" / "participation-grpc"), *argv],
-                         capture_output=True, text=True, cwd=client_venv)
+    ran = subprocess.run(
+        [str(client_venv / "bin" / "participation-grpc"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=client_venv,
+    )
     assert ran.returncode == 2, ran.stderr
     assert ran.stdout == "" and "Traceback" not in ran.stderr
     [line] = ran.stderr.splitlines()
@@ -129,7 +181,8 @@ def test_the_command_without_the_server_extra_says_what_to_install(
 
 
 async def test_floor_install_calls_the_server_and_reads_the_error_details(
-        client_venv: Path, database_url: str) -> None:
+    client_venv: Path, database_url: str
+) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         seed = Seed(conn)
@@ -141,9 +194,16 @@ async def test_floor_install_calls_the_server_and_reads_the_error_details(
     settings = test_settings(database_url, rate_limit_enabled=True, rate_limits=RateLimits(write=2))
     async with serving(settings) as service:
         proc = await asyncio.create_subprocess_exec(
-            str(client_venv / "bin" / "python"), "-c", CLIENT, service.address,
-            mint_token(settings, user), str(activity), cwd=client_venv,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            str(client_venv / "bin" / "python"),
+            "-c",
+            CLIENT,
+            service.address,
+            mint_token(settings, user),
+            str(activity),
+            cwd=client_venv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     result = json.loads(out)
@@ -174,7 +234,8 @@ async def test_error_details_are_none_when_the_failure_carries_no_status() -> No
     """A call that never reached the service (nothing listens there) has no google.rpc.Status."""
     async with grpc.aio.insecure_channel("127.0.0.1:1") as channel:
         stub: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
-            "/participation.v1.ParticipationService/JoinActivity")
+            "/participation.v1.ParticipationService/JoinActivity"
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub(b"", timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -15,10 +15,22 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "participation-grpc"
 # Contract section 6: the service's configuration.
 CONTRACT_ENV = {
-    "DATABASE_URL", "REDIS_URL", "JWT_SECRET_KEY", "JWT_ALGORITHM", "JWT_PUBLIC_KEY",
-    "JWT_ISSUER", "JWT_AUDIENCE", "JWT_LEEWAY_SECONDS", "GRPC_PORT", "RATE_LIMIT_ENABLED",
-    "RATE_LIMIT_WRITE_PER_MINUTE", "RATE_LIMIT_BULK_PER_MINUTE", "RATE_LIMIT_CONFIRM_PER_MINUTE",
-    "RATE_LIMIT_READ_PER_MINUTE", "LOG_LEVEL", "ENVIRONMENT",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "JWT_SECRET_KEY",
+    "JWT_ALGORITHM",
+    "JWT_PUBLIC_KEY",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "JWT_LEEWAY_SECONDS",
+    "GRPC_PORT",
+    "RATE_LIMIT_ENABLED",
+    "RATE_LIMIT_WRITE_PER_MINUTE",
+    "RATE_LIMIT_BULK_PER_MINUTE",
+    "RATE_LIMIT_CONFIRM_PER_MINUTE",
+    "RATE_LIMIT_READ_PER_MINUTE",
+    "LOG_LEVEL",
+    "ENVIRONMENT",
 }
 
 
@@ -49,8 +61,7 @@ def _read_by_settings() -> set[str]:
     return set(re.findall(r'env(?:\.get\(|, )"([A-Z][A-Z0-9_]*)"', source))
 
 
-def test_compose_runs_postgres_redis_migrate_the_service_and_the_gateway(
-        services: dict[str, Any]) -> None:
+def test_compose_runs_postgres_redis_migrate_the_service_and_the_gateway(services: dict[str, Any]) -> None:
     assert set(services) == {"postgres", "redis", "migrate", SERVICE, "gateway"}
     assert services["postgres"]["image"].startswith("postgres:15")
     assert services["redis"]["image"].startswith("redis")
@@ -137,7 +148,7 @@ def test_dockerfile_is_multi_stage_and_runs_serve_as_non_root() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
     stages = [i for i, line in enumerate(lines) if re.match(r"FROM\s", line, re.I)]
     assert len(stages) >= 2
-    runtime = lines[stages[-1]:]
+    runtime = lines[stages[-1] :]
     assert any(re.match(r"COPY\s+--from=", line, re.I) for line in runtime)
     users = [line.split()[1] for line in runtime if re.match(r"USER\s", line, re.I)]
     assert users and users[-1].split(":")[0] not in ("root", "0")

@@ -56,7 +56,9 @@ async def result_columns(conn: asyncpg.Connection, name: str) -> set[str]:
     rows = await conn.fetch(
         """SELECT a.name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
                   unnest(p.proargnames, p.proargmodes) AS a(name, mode)
-           WHERE n.nspname = 'activity' AND p.proname = $1 AND a.mode IN ('o', 't')""", name)
+           WHERE n.nspname = 'activity' AND p.proname = $1 AND a.mode IN ('o', 't')""",
+        name,
+    )
     return {r["name"] for r in rows}
 
 
@@ -80,10 +82,9 @@ async def sample(seed: Seed) -> dict[str, Any]:
     me, organizer, other = await seed.user(), await seed.user(), await seed.user()
     full = await seed.activity(organizer, max_participants=1)
     await seed.conn.execute(
-        "INSERT INTO activity.waitlist_entries (activity_id, user_id, position) VALUES ($1, $2, 7)",
-        full, me)
-    await seed.conn.execute("UPDATE activity.activities SET waitlist_count = 1 "
-                            "WHERE activity_id = $1", full)
+        "INSERT INTO activity.waitlist_entries (activity_id, user_id, position) VALUES ($1, $2, 7)", full, me
+    )
+    await seed.conn.execute("UPDATE activity.activities SET waitlist_count = 1 WHERE activity_id = $1", full)
     joined = await seed.activity(organizer)
     await seed.participant(joined, me)
     past = await seed.activity(organizer, starts_in=-timedelta(hours=2))
@@ -119,19 +120,25 @@ async def test_every_list_item_key_is_a_field_of_its_message_and_back(service: S
         if name == "sp_get_pending_verifications":
             nested = item_type(item, "participants_to_confirm")
             assert all(set(p) == fields(nested) for e in items for p in e["participants_to_confirm"])
-    sent = await seed.fetchrow("SELECT * FROM activity.sp_send_invitations($1, $2, $3)",
-                               (await seed.fetchrow("SELECT activity_id FROM activity.activities "
-                                                    "WHERE organizer_user_id = $1 AND "
-                                                    "activity_privacy_level = 'invite_only'",
-                                                    me))["activity_id"],
-                               me, [organizer, other, me])
+    sent = await seed.fetchrow(
+        "SELECT * FROM activity.sp_send_invitations($1, $2, $3)",
+        (
+            await seed.fetchrow(
+                "SELECT activity_id FROM activity.activities "
+                "WHERE organizer_user_id = $1 AND "
+                "activity_privacy_level = 'invite_only'",
+                me,
+            )
+        )["activity_id"],
+        me,
+        [organizer, other, me],
+    )
     assert all(set(i) == fields(pb.Invitation) for i in json.loads(sent["invitations"]))
     failures = json.loads(sent["failures"])
     assert failures and all(set(f) == fields(pb.ItemFailure) for f in failures)
 
 
-async def test_defaults_are_the_procedures_for_rpcs_and_platform_tools_alike(
-        service: Service) -> None:
+async def test_defaults_are_the_procedures_for_rpcs_and_platform_tools_alike(service: Service) -> None:
     """Page size 0 and a direct call without one get the same default, above 100 is 100, and
     an invitation without a lifetime expires after 72 hours, by RPC or by SQL."""
     seed = service.seed
@@ -139,28 +146,43 @@ async def test_defaults_are_the_procedures_for_rpcs_and_platform_tools_alike(
     activity = await seed.activity(organizer, max_participants=200)
     users = [uuid.uuid4() for _ in range(120)]
     await seed.conn.copy_records_to_table(
-        "users", schema_name="activity", columns=["user_id", "email", "username", "password_hash"],
-        records=[(u, f"{u.hex}@example.test", u.hex, "x") for u in users])
-    await seed.conn.copy_records_to_table("participants", schema_name="activity",
-                                          columns=["activity_id", "user_id"],
-                                          records=[(activity, u) for u in users])
-    await seed.conn.execute("UPDATE activity.activities SET current_participants_count = 121 "
-                            "WHERE activity_id = $1", activity)
-    direct = await seed.fetchrow("SELECT * FROM activity.sp_list_participants($1, $2)",
-                                 activity, organizer)
+        "users",
+        schema_name="activity",
+        columns=["user_id", "email", "username", "password_hash"],
+        records=[(u, f"{u.hex}@example.test", u.hex, "x") for u in users],
+    )
+    await seed.conn.copy_records_to_table(
+        "participants",
+        schema_name="activity",
+        columns=["activity_id", "user_id"],
+        records=[(activity, u) for u in users],
+    )
+    await seed.conn.execute(
+        "UPDATE activity.activities SET current_participants_count = 121 WHERE activity_id = $1", activity
+    )
+    direct = await seed.fetchrow("SELECT * FROM activity.sp_list_participants($1, $2)", activity, organizer)
     for size, expected in ((0, len(json.loads(direct["items"]))), (1000, 100)):
-        page = await service.call("ListParticipants", organizer, pb.ListParticipantsRequest(
-            activity_id=str(activity), page_size=size))
+        page = await service.call(
+            "ListParticipants",
+            organizer,
+            pb.ListParticipantsRequest(activity_id=str(activity), page_size=size),
+        )
         assert (len(page.participants), page.total_size) == (expected, 121)
     assert len(json.loads(direct["items"])) == 50
 
     invite_only = await seed.activity(organizer, privacy="invite_only")
-    reply = await service.call("SendInvitations", organizer, pb.SendInvitationsRequest(
-        activity_id=str(invite_only), user_ids=[str(users[0])]))
-    by_sql = await seed.fetchrow("SELECT * FROM activity.sp_send_invitations($1, $2, $3)",
-                                 invite_only, organizer, [users[1]])
+    reply = await service.call(
+        "SendInvitations",
+        organizer,
+        pb.SendInvitationsRequest(activity_id=str(invite_only), user_ids=[str(users[0])]),
+    )
+    by_sql = await seed.fetchrow(
+        "SELECT * FROM activity.sp_send_invitations($1, $2, $3)", invite_only, organizer, [users[1]]
+    )
     lifetimes = await seed.conn.fetch(
         "SELECT expires_at - invited_at AS lifetime FROM activity.activity_invitations "
-        "WHERE activity_id = $1", invite_only)
+        "WHERE activity_id = $1",
+        invite_only,
+    )
     assert len(reply.invitations) == len(json.loads(by_sql["invitations"])) == 1
     assert [r["lifetime"] for r in lifetimes] == [timedelta(hours=72)] * 2

@@ -53,8 +53,9 @@ async def _violations(conn: asyncpg.Connection) -> list[str]:
                a.current_participants_count = a.max_participants OR a.waitlist_count = 0
                    AS waitlist_only_when_full
         FROM activity.activities a WHERE {DEMO_ACTIVITIES}""")
-    return [f"{row['title']}: {name}" for row in rows for name, ok in row.items()
-            if name != "title" and not ok]
+    return [
+        f"{row['title']}: {name}" for row in rows for name, ok in row.items() if name != "title" and not ok
+    ]
 
 
 async def test_demo_data_loads_twice_and_keeps_invariants(database_url: str) -> None:
@@ -82,14 +83,19 @@ async def test_reloading_resets_the_demo_activities(database_url: str) -> None:
     await load_demo(database_url)
     conn = await asyncpg.connect(database_url)
     try:
-        await conn.fetch("SELECT * FROM activity.sp_join_activity($1, $2)",
-                         SUNDAY_RUN_ID, DEMO_USER_ID)
+        await conn.fetch("SELECT * FROM activity.sp_join_activity($1, $2)", SUNDAY_RUN_ID, DEMO_USER_ID)
         await load_demo(database_url)
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM activity.participants WHERE activity_id = $1 AND user_id = $2",
+                SUNDAY_RUN_ID,
+                DEMO_USER_ID,
+            )
+            == 0
+        )
         assert await conn.fetchval(
-            "SELECT count(*) FROM activity.participants WHERE activity_id = $1 AND user_id = $2",
-            SUNDAY_RUN_ID, DEMO_USER_ID) == 0
-        assert await conn.fetchval("SELECT scheduled_at > now() FROM activity.activities "
-                                   "WHERE activity_id = $1", SUNDAY_RUN_ID)
+            "SELECT scheduled_at > now() FROM activity.activities WHERE activity_id = $1", SUNDAY_RUN_ID
+        )
         assert await _violations(conn) == []
     finally:
         await conn.close()
@@ -108,9 +114,14 @@ async def test_dev_prints_a_join_command_that_works(
         chain = tmp_path / "chain.pem"
         chain.write_bytes(server.cert.read_bytes() + authority.cert.read_bytes())
         cert_file, key_file = str(chain), str(server.key)
-    settings = Settings(database_url=database_url, grpc_port=0, rate_limit_enabled=False,
-                        shutdown_grace_seconds=2.0, tls_cert_file=cert_file,
-                        tls_key_file=key_file)
+    settings = Settings(
+        database_url=database_url,
+        grpc_port=0,
+        rate_limit_enabled=False,
+        shutdown_grace_seconds=2.0,
+        tls_cert_file=cert_file,
+        tls_key_file=key_file,
+    )
     dev = asyncio.create_task(run_dev(settings))
     loop = asyncio.get_running_loop()
     try:
@@ -128,19 +139,21 @@ async def test_dev_prints_a_join_command_that_works(
         expected = "-cacert" if cert_file else "-plaintext"
         assert all(expected in line for line in grpcurl_lines), grpcurl_lines
         grpcurl = await asyncio.create_subprocess_exec(
-            *shlex.split(command), stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            *shlex.split(command), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         out, err = await grpcurl.communicate()
         assert grpcurl.returncode == 0, err.decode()
         reply = json.loads(out)
         assert reply["activity_id"] == str(SUNDAY_RUN_ID)
         assert reply["user_id"] == str(DEMO_USER_ID)
         assert reply["participation_status"] == "PARTICIPATION_STATUS_REGISTERED"
-        watch, finn_joins = (line.strip() for line in printed.splitlines()
-                             if str(SATURDAY_HIKE_ID) in line)
+        watch, finn_joins = (line.strip() for line in printed.splitlines() if str(SATURDAY_HIKE_ID) in line)
         event = await _watched_while_joining(database_url, watch, finn_joins)
         assert (event["event_type"], event["user_id"], event["waitlist_position"]) == (
-            "PARTICIPATION_EVENT_TYPE_WAITLISTED", str(FINN_USER_ID), 3)
+            "PARTICIPATION_EVENT_TYPE_WAITLISTED",
+            str(FINN_USER_ID),
+            3,
+        )
         os.kill(os.getpid(), signal.SIGTERM)  # caught by the server's handler: a clean stop
         assert await asyncio.wait_for(dev, 30) == 0
     finally:
@@ -153,18 +166,17 @@ async def test_dev_prints_a_join_command_that_works(
 async def _watched_while_joining(database_url: str, watch: str, join: str) -> dict[str, Any]:
     """Runs the printed watch command, then (once its stream reads) the printed join; returns
     the first event grpcurl prints."""
-    watcher = await asyncio.create_subprocess_exec(*shlex.split(watch),
-                                                   stdout=asyncio.subprocess.PIPE)
+    watcher = await asyncio.create_subprocess_exec(*shlex.split(watch), stdout=asyncio.subprocess.PIPE)
     conn = await asyncpg.connect(database_url)
     try:
         for _ in range(600):  # a condition, not a delay: the stream's first read has run
             if await conn.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND query LIKE '%sp_get_activity_events%'"):
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND query LIKE '%sp_get_activity_events%'"
+            ):
                 break
             await asyncio.sleep(0.05)
-        joining = await asyncio.create_subprocess_exec(*shlex.split(join),
-                                                       stdout=asyncio.subprocess.DEVNULL)
+        joining = await asyncio.create_subprocess_exec(*shlex.split(join), stdout=asyncio.subprocess.DEVNULL)
         assert await joining.wait() == 0
         assert watcher.stdout is not None
         printed = ""

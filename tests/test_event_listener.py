@@ -44,13 +44,17 @@ async def woken(wake: asyncio.Event) -> None:
 
 
 async def test_a_commit_wakes_the_readers_of_that_activity_in_every_process(
-        database_url: str, conn: asyncpg.Connection) -> None:
+    database_url: str, conn: asyncpg.Connection
+) -> None:
     """Two listeners stand for two replicas: each has its own LISTEN connection."""
     replicas = [await started(database_url, NO_POLL) for _ in range(2)]
     watched, other = uuid.uuid4(), uuid.uuid4()
     try:
-        with replicas[0].subscribe(watched) as first, replicas[1].subscribe(watched) as second, \
-                replicas[1].subscribe(other) as bystander:
+        with (
+            replicas[0].subscribe(watched) as first,
+            replicas[1].subscribe(watched) as second,
+            replicas[1].subscribe(other) as bystander,
+        ):
             for listener in replicas:
                 await lease(conn, listener, watched)
             await lease(conn, replicas[1], other)
@@ -66,7 +70,8 @@ async def test_a_commit_wakes_the_readers_of_that_activity_in_every_process(
 
 
 async def test_only_watched_activities_notify_and_rollbacks_notify_nobody(
-        conn: asyncpg.Connection, database_url: str) -> None:
+    conn: asyncpg.Connection, database_url: str
+) -> None:
     listener = await started(database_url, NO_POLL)
     watched, unwatched = uuid.uuid4(), uuid.uuid4()
     heard: list[str] = []
@@ -91,14 +96,18 @@ async def test_only_watched_activities_notify_and_rollbacks_notify_nobody(
 
 
 async def test_the_poll_renews_the_leases_of_watched_activities_only(
-        database_url: str, conn: asyncpg.Connection) -> None:
+    database_url: str, conn: asyncpg.Connection
+) -> None:
     listener = await started(database_url, poll_seconds=0.05)
     activity = uuid.uuid4()
 
     async def expiry() -> datetime | None:
         expires_at: datetime | None = await conn.fetchval(
             "SELECT expires_at FROM activity.participation_event_watchers "
-            "WHERE activity_id = $1 AND listener_id = $2", activity, listener.id)
+            "WHERE activity_id = $1 AND listener_id = $2",
+            activity,
+            listener.id,
+        )
         return expires_at
 
     async def polls_later(count: int) -> None:
@@ -125,21 +134,22 @@ async def test_the_poll_renews_the_leases_of_watched_activities_only(
 
 
 async def test_an_event_without_its_notification_is_found_by_the_poll(
-        database_url: str, conn: asyncpg.Connection) -> None:
+    database_url: str, conn: asyncpg.Connection
+) -> None:
     listener = await started(database_url, poll_seconds=0.1)
     activity = uuid.uuid4()
     try:
         with listener.subscribe(activity) as wake:
             # As if the notification were lost: the rows change, nothing is sent.
-            await conn.execute(
-                "INSERT INTO activity.participation_event_counters VALUES ($1, 1)", activity)
+            await conn.execute("INSERT INTO activity.participation_event_counters VALUES ($1, 1)", activity)
             await woken(wake)
     finally:
         await listener.stop()
 
 
 async def test_a_dropped_listen_connection_is_replaced_and_wakes_every_reader(
-        database_url: str, conn: asyncpg.Connection) -> None:
+    database_url: str, conn: asyncpg.Connection
+) -> None:
     listener = await started(database_url, poll_seconds=NO_POLL)
     activity = uuid.uuid4()
     try:
@@ -147,7 +157,8 @@ async def test_a_dropped_listen_connection_is_replaced_and_wakes_every_reader(
             await lease(conn, listener, activity)
             killed = await conn.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'participation-grpc listener' AND datname = current_database()")
+                "WHERE application_name = 'participation-grpc listener' AND datname = current_database()"
+            )
             assert killed == 1
             await woken(wake)
             await asyncio.wait_for(listener.connected.wait(), DEADLINE_SECONDS)

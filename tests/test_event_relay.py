@@ -37,9 +37,11 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-async def write_event(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
-                      activity_id: uuid.UUID,
-                      event_type: str = "joined") -> None:
+async def write_event(
+    conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
+    activity_id: uuid.UUID,
+    event_type: str = "joined",
+) -> None:
     user = uuid.uuid4()
     await conn.execute("SELECT activity.pa_event($1, $2, $3, $3)", activity_id, event_type, user)
 
@@ -101,8 +103,8 @@ async def shared_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
 
 
 async def test_relay_never_skips_an_event_that_commits_after_a_later_numbered_one(
-        database_url: str, conns: list[asyncpg.Connection],
-        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    database_url: str, conns: list[asyncpg.Connection], shared_redis: tuple[aioredis.Redis, str]
+) -> None:
     slow, fast, relay_conn = conns
     client, stream = shared_redis
     relay = Relay(database_url, redis_url(), stream)
@@ -110,11 +112,12 @@ async def test_relay_never_skips_an_event_that_commits_after_a_later_numbered_on
     try:
         late = slow.transaction()
         await late.start()
-        await write_event(slow, first)          # draws the lower event_id, commits last
-        await write_event(fast, second)         # draws the higher one, commits at once
+        await write_event(slow, first)  # draws the lower event_id, commits last
+        await write_event(fast, second)  # draws the higher one, commits at once
         await relay.relay_batch(relay_conn)
-        low, high = sorted(await slow.fetchval(
-            "SELECT array_agg(event_id) FROM activity.participation_events"))
+        low, high = sorted(
+            await slow.fetchval("SELECT array_agg(event_id) FROM activity.participation_events")
+        )
         assert await relayed_ids(client, stream) == [high]
         await late.commit()
         await relay.relay_batch(relay_conn)
@@ -127,8 +130,8 @@ async def test_relay_never_skips_an_event_that_commits_after_a_later_numbered_on
 
 
 async def test_relay_waits_for_a_transaction_newer_than_its_snapshot_knows(
-        database_url: str, conns: list[asyncpg.Connection],
-        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    database_url: str, conns: list[asyncpg.Connection], shared_redis: tuple[aioredis.Redis, str]
+) -> None:
     """The younger transaction (higher xid) draws the lower event id and commits last: a
     snapshot lists running xids only below its xmax, so the cursor must count every xid from
     there on as still running."""
@@ -154,13 +157,16 @@ async def test_relay_waits_for_a_transaction_newer_than_its_snapshot_knows(
 
 
 async def pending(conn: asyncpg.Connection, xact: int) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT $1::xid8 = ANY (pending_xact_ids) FROM activity.participation_event_relay", xact))
+    return bool(
+        await conn.fetchval(
+            "SELECT $1::xid8 = ANY (pending_xact_ids) FROM activity.participation_event_relay", xact
+        )
+    )
 
 
 async def test_relay_forgets_transactions_that_rolled_back(
-        database_url: str, conns: list[asyncpg.Connection],
-        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    database_url: str, conns: list[asyncpg.Connection], shared_redis: tuple[aioredis.Redis, str]
+) -> None:
     doomed_conn, writer, relay_conn = conns
     client, stream = shared_redis
     relay = Relay(database_url, redis_url(), stream)
@@ -182,25 +188,38 @@ async def test_relay_forgets_transactions_that_rolled_back(
 
 
 async def test_relay_carries_the_contract_fields(
-        database_url: str, conns: list[asyncpg.Connection],
-        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    database_url: str, conns: list[asyncpg.Connection], shared_redis: tuple[aioredis.Redis, str]
+) -> None:
     writer, _, relay_conn = conns
     client, stream = shared_redis
     relay = Relay(database_url, redis_url(), stream)
     activity, user = uuid.uuid4(), uuid.uuid4()
     try:
-        await writer.execute("SELECT activity.pa_event($1, 'waitlisted', $2, $2, $3::jsonb)",
-                             activity, user, '{"waitlist_position": 3}')
+        await writer.execute(
+            "SELECT activity.pa_event($1, 'waitlisted', $2, $2, $3::jsonb)",
+            activity,
+            user,
+            '{"waitlist_position": 3}',
+        )
         await writer.execute("SELECT activity.pa_event($1, 'promoted', $2, NULL)", activity, user)
         await relay.relay_batch(relay_conn)
         waitlisted, promoted = await stream_entries(client, stream)
-        row = await writer.fetchrow("SELECT event_id, occurred_at FROM activity.participation_events "
-                                    "WHERE activity_id = $1 AND sequence = 1", activity)
+        row = await writer.fetchrow(
+            "SELECT event_id, occurred_at FROM activity.participation_events "
+            "WHERE activity_id = $1 AND sequence = 1",
+            activity,
+        )
         assert row is not None
         assert waitlisted == {
-            "event_id": str(row["event_id"]), "activity_id": str(activity), "sequence": "1",
-            "event_type": "waitlisted", "user_id": str(user), "actor_user_id": str(user),
-            "occurred_at": row["occurred_at"].isoformat(), "payload": '{"waitlist_position": 3}'}
+            "event_id": str(row["event_id"]),
+            "activity_id": str(activity),
+            "sequence": "1",
+            "event_type": "waitlisted",
+            "user_id": str(user),
+            "actor_user_id": str(user),
+            "occurred_at": row["occurred_at"].isoformat(),
+            "payload": '{"waitlist_position": 3}',
+        }
         assert waitlisted["occurred_at"].endswith("+00:00")
         assert promoted["actor_user_id"] == "" and promoted["payload"] == "{}"
         assert promoted["sequence"] == "2"
@@ -209,8 +228,8 @@ async def test_relay_carries_the_contract_fields(
 
 
 async def test_concurrent_writers_reach_the_stream_once_each_in_sequence_order(
-        database_url: str,
-        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    database_url: str, shared_redis: tuple[aioredis.Redis, str]
+) -> None:
     """Writers on a few activities whose transactions overlap and commit in every order, while
     the relay keeps reading: each event arrives once, per activity as 1, 2, 3, ..."""
     client, stream = shared_redis
@@ -258,18 +277,27 @@ def private_redis() -> Iterator[RedisServer]:
 
 async def outbox_backlog(conn: asyncpg.Connection) -> int:
     """Committed events the relay has not passed yet."""
-    return int(await conn.fetchval(
-        "SELECT count(*) FROM activity.participation_events e, activity.participation_event_relay r "
-        "WHERE e.event_id > r.last_event_id"))
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM activity.participation_events e, activity.participation_event_relay r "
+            "WHERE e.event_id > r.last_event_id"
+        )
+    )
 
 
 async def test_events_wait_in_the_outbox_while_redis_is_down(
-        database_url: str, conns: list[asyncpg.Connection],
-        private_redis: RedisServer) -> None:
+    database_url: str, conns: list[asyncpg.Connection], private_redis: RedisServer
+) -> None:
     writer = conns[0]
     stream = "participation.events"
-    relay = Relay(database_url, private_redis.url, stream, election_seconds=0.1,
-                  poll_seconds=0.1, redis_timeout_seconds=0.5)
+    relay = Relay(
+        database_url,
+        private_redis.url,
+        stream,
+        election_seconds=0.1,
+        poll_seconds=0.1,
+        redis_timeout_seconds=0.5,
+    )
     client = aioredis.Redis.from_url(private_redis.url)
     activity = uuid.uuid4()
     relay.start()
@@ -279,6 +307,7 @@ async def test_events_wait_in_the_outbox_while_redis_is_down(
 
         async def three_relayed() -> bool:
             return len(await relayed_ids(client, stream)) == 3
+
         await eventually(three_relayed, "the first events in the stream")
 
         private_redis.kill()
@@ -287,6 +316,7 @@ async def test_events_wait_in_the_outbox_while_redis_is_down(
 
         async def lag_shows() -> bool:
             return (relay.lag_seconds or 0) > 0 and await outbox_backlog(writer) == 5
+
         await eventually(lag_shows, "the relay reporting lag while events wait")
 
         private_redis.start()  # empty: a restarted server keeps nothing
@@ -296,12 +326,14 @@ async def test_events_wait_in_the_outbox_while_redis_is_down(
                 return len(await relayed_ids(client, stream)) == 5
             except (OSError, aioredis.RedisError):
                 return False
+
         await eventually(backlog_relayed, "the waiting events in the stream")
         entries = await stream_entries(client, stream)
         assert [int(e["sequence"]) for e in entries] == [4, 5, 6, 7, 8]
 
         async def caught_up() -> bool:  # the batch commits just after the XADD
             return await outbox_backlog(writer) == 0 and relay.lag_seconds == 0
+
         await eventually(caught_up, "the cursor past the backlog")
     finally:
         await relay.stop()
@@ -324,13 +356,13 @@ asyncio.run(main(*sys.argv[1:]))
 
 
 async def test_a_killed_relayer_is_replaced_and_nothing_is_lost(
-        database_url: str, conns: list[asyncpg.Connection],
-        shared_redis: tuple[aioredis.Redis, str]) -> None:
+    database_url: str, conns: list[asyncpg.Connection], shared_redis: tuple[aioredis.Redis, str]
+) -> None:
     writer = conns[0]
     client, stream = shared_redis
     first = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", RELAYER, database_url, redis_url(), stream,
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable, "-c", RELAYER, database_url, redis_url(), stream, stdout=asyncio.subprocess.PIPE
+    )
     assert first.stdout is not None
     assert (await asyncio.wait_for(first.stdout.readline(), DEADLINE_SECONDS)) == b"leading\n"
     standby = Relay(database_url, redis_url(), stream, election_seconds=0.1, poll_seconds=0.1)
@@ -359,8 +391,7 @@ async def test_a_killed_relayer_is_replaced_and_nothing_is_lost(
         await standby.leading.wait()
         await eventually(all_relayed, "every event in the stream after the takeover")
         entries = await stream_entries(client, stream)
-        assert sorted(int(e["event_id"]) for e in first_occurrences(entries)) == list(
-            range(1, 91))
+        assert sorted(int(e["event_id"]) for e in first_occurrences(entries)) == list(range(1, 91))
         assert_in_sequence_order(entries)
     finally:
         if first.returncode is None:
@@ -370,10 +401,16 @@ async def test_a_killed_relayer_is_replaced_and_nothing_is_lost(
 
 
 async def test_with_events_stream_set_the_service_relays_what_its_rpcs_write(
-        database_url: str, shared_redis: tuple[aioredis.Redis, str]) -> None:
+    database_url: str, shared_redis: tuple[aioredis.Redis, str]
+) -> None:
     client, stream = shared_redis
-    settings = test_settings(database_url, events_stream=stream, redis_url=redis_url(),
-                             events_poll_seconds=0.1, relay_election_seconds=0.1)
+    settings = test_settings(
+        database_url,
+        events_stream=stream,
+        redis_url=redis_url(),
+        events_poll_seconds=0.1,
+        relay_election_seconds=0.1,
+    )
     async with serving(settings) as service:
         organizer, user = await service.seed.user(), await service.seed.user()
         activity = await service.seed.activity(organizer)
@@ -381,24 +418,31 @@ async def test_with_events_stream_set_the_service_relays_what_its_rpcs_write(
 
         async def relayed() -> bool:
             return len(await stream_entries(client, stream)) == 1
+
         await eventually(relayed, "the join in the Redis stream")
         (entry,) = await stream_entries(client, stream)
-        assert (entry["event_type"], entry["user_id"], entry["sequence"]) == (
-            "joined", str(user), "1")
+        assert (entry["event_type"], entry["user_id"], entry["sequence"]) == ("joined", str(user), "1")
         relay = service.app.events.relay
         assert relay is not None
 
         async def caught_up() -> bool:  # the batch commits just after the XADD
             return relay.lag_seconds == 0
+
         await eventually(caught_up, "the relay reporting no lag")
 
 
 async def test_the_service_exports_the_relay_lag_while_redis_is_down_and_relays_on_return(
-        database_url: str, private_redis: RedisServer) -> None:
+    database_url: str, private_redis: RedisServer
+) -> None:
     stream, port = "participation.events", free_port()
-    settings = test_settings(database_url, events_stream=stream,
-                             events_redis_url=private_redis.url, metrics_port=port,
-                             events_poll_seconds=0.1, relay_election_seconds=0.1)
+    settings = test_settings(
+        database_url,
+        events_stream=stream,
+        events_redis_url=private_redis.url,
+        metrics_port=port,
+        events_poll_seconds=0.1,
+        relay_election_seconds=0.1,
+    )
     client = aioredis.Redis.from_url(private_redis.url)
     try:
         async with serving(settings) as service:
@@ -411,6 +455,7 @@ async def test_the_service_exports_the_relay_lag_while_redis_is_down_and_relays_
 
             async def no_lag() -> bool:
                 return relay.lag_seconds == 0 and await lag() == 0
+
             await eventually(no_lag, "a relay with nothing to do reporting no lag")
 
             private_redis.kill()
@@ -420,6 +465,7 @@ async def test_the_service_exports_the_relay_lag_while_redis_is_down_and_relays_
 
             async def lag_exported() -> bool:
                 return await lag() > 0
+
             await eventually(lag_exported, "participation_relay_lag_seconds above 0 on /metrics")
 
             private_redis.start()  # empty: a restarted server keeps nothing
@@ -429,6 +475,7 @@ async def test_the_service_exports_the_relay_lag_while_redis_is_down_and_relays_
                     return len(await stream_entries(client, stream)) == 1
                 except (OSError, aioredis.RedisError):
                     return False
+
             await eventually(relayed, "the waiting join in the Redis stream")
             (entry,) = await stream_entries(client, stream)
             assert (entry["event_type"], entry["user_id"]) == ("joined", str(user))

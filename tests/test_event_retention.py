@@ -22,18 +22,27 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 async def age(conn: asyncpg.Connection, activity_id: uuid.UUID, days: int) -> None:
-    await conn.execute("UPDATE activity.participation_events SET occurred_at = now() - $2 * "
-                       "interval '1 day' WHERE activity_id = $1", activity_id, days)
+    await conn.execute(
+        "UPDATE activity.participation_events SET occurred_at = now() - $2 * "
+        "interval '1 day' WHERE activity_id = $1",
+        activity_id,
+        days,
+    )
 
 
 async def sequences(conn: asyncpg.Connection, activity_id: uuid.UUID) -> list[int]:
-    return list(await conn.fetchval(
-        "SELECT coalesce(array_agg(sequence ORDER BY sequence), '{}') "
-        "FROM activity.participation_events WHERE activity_id = $1", activity_id))
+    return list(
+        await conn.fetchval(
+            "SELECT coalesce(array_agg(sequence ORDER BY sequence), '{}') "
+            "FROM activity.participation_events WHERE activity_id = $1",
+            activity_id,
+        )
+    )
 
 
 async def test_events_past_the_retention_are_deleted_in_batches_and_numbering_continues(
-        db: Database, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    db: Database, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(retention, "BATCH_SIZE", 3)
     conn = await asyncpg.connect(database_url)
     old, recent = uuid.uuid4(), uuid.uuid4()
@@ -52,8 +61,7 @@ async def test_events_past_the_retention_are_deleted_in_batches_and_numbering_co
         await conn.close()
 
 
-async def test_with_a_relay_only_relayed_events_are_deleted(db: Database, database_url: str
-                                                             ) -> None:
+async def test_with_a_relay_only_relayed_events_are_deleted(db: Database, database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     activity = uuid.uuid4()
     try:
@@ -61,8 +69,9 @@ async def test_with_a_relay_only_relayed_events_are_deleted(db: Database, databa
             await write_event(conn, activity)
         await age(conn, activity, 40)
         # The relay has appended the first two (its cursor moved past them).
-        await conn.execute("SELECT activity.pa_relay_advance("
-                           "(SELECT min(event_id) + 1 FROM activity.participation_events))")
+        await conn.execute(
+            "SELECT activity.pa_relay_advance((SELECT min(event_id) + 1 FROM activity.participation_events))"
+        )
         assert await Retention(db, days=30, relayed_only=True).prune() == 2
         assert await sequences(conn, activity) == [3, 4]
     finally:

@@ -35,8 +35,12 @@ HEALTH_WINDOW_SECONDS = 10.0
 POLL_SECONDS = 0.1
 GUARD_SECONDS = 60.0  # against hanging, never a measure of speed
 # Short limits so a frozen database is noticed in about a second.
-FAST = {"db_lock_timeout_ms": 500, "db_statement_timeout_ms": 1000,
-        "db_acquire_timeout_ms": 1000, "db_pool_max_size": 8}
+FAST = {
+    "db_lock_timeout_ms": 500,
+    "db_statement_timeout_ms": 1000,
+    "db_acquire_timeout_ms": 1000,
+    "db_pool_max_size": 8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +98,15 @@ class Storm:
             while queue:
                 user = queue.pop()
                 request = pb.JoinActivityRequest(activity_id=str(self.activity))
-                self.replies[user] = await outcome(self.service.stub.JoinActivity(
-                    request, metadata=self.service.auth(user), timeout=60))
+                self.replies[user] = await outcome(
+                    self.service.stub.JoinActivity(request, metadata=self.service.auth(user), timeout=60)
+                )
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
         return self.replies
 
 
-async def until(condition: Callable[[], bool | Awaitable[bool]], seconds: float,
-                what: str) -> None:
+async def until(condition: Callable[[], bool | Awaitable[bool]], seconds: float, what: str) -> None:
     """Polls a condition (never a fixed sleep); fails after `seconds`."""
     for _ in range(int(seconds / POLL_SECONDS)):
         met = condition()
@@ -114,7 +118,8 @@ async def until(condition: Callable[[], bool | Awaitable[bool]], seconds: float,
 
 async def health_is(service: Service, status: int) -> bool:
     reply = await health_pb2_grpc.HealthStub(service.channel).Check(
-        health_pb2.HealthCheckRequest(service=""), timeout=10)
+        health_pb2.HealthCheckRequest(service=""), timeout=10
+    )
     return bool(reply.status == status)
 
 
@@ -124,18 +129,25 @@ async def setup(service: Service, users: int) -> tuple[uuid.UUID, list[uuid.UUID
     return activity, [await service.seed.user() for _ in range(users)]
 
 
-async def database_agrees(url: str, activity: uuid.UUID, replies: dict[uuid.UUID, Outcome]
-                          ) -> dict[Outcome, int]:
+async def database_agrees(
+    url: str, activity: uuid.UUID, replies: dict[uuid.UUID, Outcome]
+) -> dict[Outcome, int]:
     """Every OK join left its row, every DATABASE_BUSY none (DATABASE_UNAVAILABLE during a
     statement may have committed or not: the database went away mid-call); the counters are
     exact. Returns how many replies of each kind there were."""
     conn = await asyncpg.connect(url)
     try:
-        rows = {r["user_id"] for r in await conn.fetch(
-            "SELECT user_id FROM activity.participants WHERE activity_id = $1 "
-            "AND participation_status = 'registered'", activity)}
-        counter = await conn.fetchval("SELECT current_participants_count FROM activity.activities "
-                                      "WHERE activity_id = $1", activity)
+        rows = {
+            r["user_id"]
+            for r in await conn.fetch(
+                "SELECT user_id FROM activity.participants WHERE activity_id = $1 "
+                "AND participation_status = 'registered'",
+                activity,
+            )
+        }
+        counter = await conn.fetchval(
+            "SELECT current_participants_count FROM activity.activities WHERE activity_id = $1", activity
+        )
     finally:
         await conn.close()
     kinds: dict[Outcome, int] = {}
@@ -165,7 +177,8 @@ async def recovers(service: Service, activity: uuid.UUID) -> None:
 
 
 async def test_restart_under_load_answers_ok_or_unavailable_and_recovers(
-        service: Service, private_pg: PrivatePostgres) -> None:
+    service: Service, private_pg: PrivatePostgres
+) -> None:
     activity, users = await setup(service, 240)
     storm = Storm(service, activity, users)
     running = asyncio.create_task(storm.run())
@@ -179,12 +192,14 @@ async def test_restart_under_load_answers_ok_or_unavailable_and_recovers(
 
 
 async def test_stopped_database_is_unavailable_not_serving_logged_once_and_recovers(
-        service: Service, private_pg: PrivatePostgres, caplog: pytest.LogCaptureFixture) -> None:
+    service: Service, private_pg: PrivatePostgres, caplog: pytest.LogCaptureFixture
+) -> None:
     activity, users = await setup(service, 150)
     with caplog.at_level(logging.INFO, "participation_grpc"):
         await asyncio.to_thread(private_pg.stop)
-        await until(lambda: health_is(service, NOT_SERVING), HEALTH_WINDOW_SECONDS,
-                    "NOT_SERVING after the stop")
+        await until(
+            lambda: health_is(service, NOT_SERVING), HEALTH_WINDOW_SECONDS, "NOT_SERVING after the stop"
+        )
         replies = await asyncio.wait_for(Storm(service, activity, users).run(), 120)
     assert set(replies.values()) == {GONE}  # refused at once, never waiting for a deadline
     # 150 failed calls, one line about them (and none per call), plus health's transition.
@@ -197,7 +212,8 @@ async def test_stopped_database_is_unavailable_not_serving_logged_once_and_recov
 
 
 async def test_frozen_database_turns_health_not_serving_and_calls_unavailable(
-        service: Service, private_pg: PrivatePostgres) -> None:
+    service: Service, private_pg: PrivatePostgres
+) -> None:
     """SIGSTOP: the server neither answers nor refuses. Calls are answered UNAVAILABLE within
     the configured limits (never waiting for their deadline), health says NOT_SERVING, and
     after SIGCONT everything is as before."""
@@ -211,36 +227,39 @@ async def test_frozen_database_turns_health_not_serving_and_calls_unavailable(
     await until(lambda: len(storm.replies) >= 20, 60, "20 joins answered")
     await asyncio.to_thread(private_pg.freeze)
     try:
-        await until(lambda: health_is(service, NOT_SERVING), HEALTH_WINDOW_SECONDS,
-                    "NOT_SERVING while frozen")
+        await until(
+            lambda: health_is(service, NOT_SERVING), HEALTH_WINDOW_SECONDS, "NOT_SERVING while frozen"
+        )
         # Calls go on being answered while the database is frozen (BUSY or UNAVAILABLE).
         frozen = Storm(service, activity, frozen_users)
         try:
             await asyncio.wait_for(frozen.run(), GUARD_SECONDS)
         except TimeoutError:
-            raise AssertionError(f"calls made while frozen: {len(frozen.replies)} of "
-                                 f"{len(frozen_users)} answered within {GUARD_SECONDS} s"
-                                 ) from None
+            raise AssertionError(
+                f"calls made while frozen: {len(frozen.replies)} of "
+                f"{len(frozen_users)} answered within {GUARD_SECONDS} s"
+            ) from None
     finally:
         await asyncio.to_thread(private_pg.thaw)
     assert set(frozen.replies.values()) <= {BUSY, GONE}, frozen.replies
     replies = await asyncio.wait_for(running, 120)
     assert {r for r in replies.values() if r != OK} <= {BUSY, GONE}
-    await database_agrees(service.settings.database_url or "", activity,
-                          {**replies, **frozen.replies})
+    await database_agrees(service.settings.database_url or "", activity, {**replies, **frozen.replies})
     await recovers(service, activity)
 
 
 async def test_a_connection_cut_off_as_it_opens_is_answered_unavailable_holding_nothing(
-        database_url: str) -> None:
+    database_url: str,
+) -> None:
     """The path to the database goes silent just after a pool connection opened, before the
     pool's type setup on it ran (asyncpg's own queries, with no timeout of their own): each
     call is still answered DATABASE_UNAVAILABLE within the acquire limit, not whenever the
     server comes back, and gives its pool places back."""
     proxy = SilentAfterStartup(database_url)
     dsn = await proxy.start()
-    limits = Limits(FAST["db_lock_timeout_ms"], FAST["db_statement_timeout_ms"],
-                    FAST["db_acquire_timeout_ms"], per_key=1)
+    limits = Limits(
+        FAST["db_lock_timeout_ms"], FAST["db_statement_timeout_ms"], FAST["db_acquire_timeout_ms"], per_key=1
+    )
     db = await Database.connect(dsn, min_size=0, max_size=2, limits=limits)
     try:
         for _ in range(3):  # more calls than places: a place held for good would show

@@ -29,15 +29,44 @@ Code = grpc.StatusCode
 SERVICE = pb.DESCRIPTOR.services_by_name["ParticipationService"]
 METHODS = list(SERVICE.methods)
 # Words that would mean a leak of the implementation into a caller's message.
-INTERNAL_WORDS = ("Traceback", "sp_", "pa_", "SQLSTATE", "asyncpg", "Exception", "Error:",
-                  "<class", "File \"", "KeyError", "DecodeError", "relation ", "column ")
+INTERNAL_WORDS = (
+    "Traceback",
+    "sp_",
+    "pa_",
+    "SQLSTATE",
+    "asyncpg",
+    "Exception",
+    "Error:",
+    "<class",
+    'File "',
+    "KeyError",
+    "DecodeError",
+    "relation ",
+    "column ",
+)
 # grpc's own refusals of a call too large to take in (README: load limits).
 TRANSPORT_LIMITS = ("received metadata size exceeds", "Received message larger than max")
-GARBAGE_BODIES = [b"\xff", b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x08", b"\x12\xff\xff\xff\xff\x0f",
-                  b"\x80" * 20, b"\x0b", b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01"]
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow, HealthCheck.data_too_large])
+GARBAGE_BODIES = [
+    b"\xff",
+    b"\xff\xff\xff\xff",
+    b"\x0a\x05ab",
+    b"\x08",
+    b"\x12\xff\xff\xff\xff\x0f",
+    b"\x80" * 20,
+    b"\x0b",
+    b"\x0a\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",
+]
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
 
 
 def assert_clean(exc: grpc.RpcError, what: object) -> None:
@@ -97,7 +126,8 @@ async def fuzz_database(template: tuple[str, str]) -> AsyncIterator[tuple[str, l
         activity = await seed.activity(organizer)
         await seed.participant(activity, member)
         invitation = await seed.invitation(
-            await seed.activity(organizer, privacy="invite_only"), member, organizer)
+            await seed.activity(organizer, privacy="invite_only"), member, organizer
+        )
         await conn.close()
         yield url, [str(organizer), str(member), str(activity), str(invitation)]
 
@@ -112,28 +142,43 @@ def server(fuzz_database: tuple[str, list[str]]) -> Iterator[tuple[ServerThread,
 def _strings(known: list[str]) -> st.SearchStrategy[str]:
     ids = st.sampled_from(known)
     return st.one_of(
-        ids, st.uuids().map(str), st.just(""),
-        ids.map(lambda u: "{" + u + "}"), ids.map(str.upper), ids.map(lambda u: u.replace("-", "")),
-        ids.map(lambda u: "urn:uuid:" + u), ids.map(lambda u: u + "\x00"), ids.map(lambda u: " " + u),
-        st.just("'; DROP TABLE activity.users; --"), st.just("0" * 36), st.just("\x00"),
+        ids,
+        st.uuids().map(str),
+        st.just(""),
+        ids.map(lambda u: "{" + u + "}"),
+        ids.map(str.upper),
+        ids.map(lambda u: u.replace("-", "")),
+        ids.map(lambda u: "urn:uuid:" + u),
+        ids.map(lambda u: u + "\x00"),
+        ids.map(lambda u: " " + u),
+        st.just("'; DROP TABLE activity.users; --"),
+        st.just("0" * 36),
+        st.just("\x00"),
         st.integers(1_000, 300_000).map(lambda n: "x" * n),
         st.sampled_from(["é" * 100_000, "\U0001f600" * 50_000, "\ud7ff" * 10]),
-        st.text(max_size=60))
+        st.text(max_size=60),
+    )
 
 
 def _page_tokens(known: list[str]) -> st.SearchStrategy[str]:
-    return st.one_of(st.just(""), st.text(max_size=80), st.binary(max_size=60).map(
-        lambda b: b.hex()), st.just("eyJhIjp7fSwiYiI6IiJ9.AAAAAAAAAAAAAAAAAAAAAA"),
-        st.just("a.b.c"), st.just("."), st.integers(1, 200_000).map(lambda n: "A" * n + ".x"))
+    return st.one_of(
+        st.just(""),
+        st.text(max_size=80),
+        st.binary(max_size=60).map(lambda b: b.hex()),
+        st.just("eyJhIjp7fSwiYiI6IiJ9.AAAAAAAAAAAAAAAAAAAAAA"),
+        st.just("a.b.c"),
+        st.just("."),
+        st.integers(1, 200_000).map(lambda n: "A" * n + ".x"),
+    )
 
 
-def _value(field: descriptor.FieldDescriptor, known: list[str], depth: int = 0
-           ) -> st.SearchStrategy[Any]:
+def _value(field: descriptor.FieldDescriptor, known: list[str], depth: int = 0) -> st.SearchStrategy[Any]:
     if field.message_type is not None:
         return _message(field.message_type, known, depth + 1)
     if field.enum_type is not None:
-        return st.one_of(st.sampled_from([v.number for v in field.enum_type.values]),
-                         st.integers(-(2**31), 2**31 - 1))
+        return st.one_of(
+            st.sampled_from([v.number for v in field.enum_type.values]), st.integers(-(2**31), 2**31 - 1)
+        )
     if field.type == descriptor.FieldDescriptor.TYPE_STRING:
         return _page_tokens(known) if field.name == "page_token" else _strings(known)
     if field.type == descriptor.FieldDescriptor.TYPE_BOOL:
@@ -145,8 +190,9 @@ def _value(field: descriptor.FieldDescriptor, known: list[str], depth: int = 0
     return st.one_of(st.integers(-(2**31), 2**31 - 1), st.integers(-2, 200))
 
 
-def _message(message: descriptor.Descriptor, known: list[str], depth: int = 0
-             ) -> st.SearchStrategy[dict[str, Any]]:
+def _message(
+    message: descriptor.Descriptor, known: list[str], depth: int = 0
+) -> st.SearchStrategy[dict[str, Any]]:
     fields = {}
     for field in message.fields:
         value = _value(field, known, depth)
@@ -164,8 +210,11 @@ def _build(message: descriptor.Descriptor, values: dict[str, Any]) -> Any:
         if value is None:
             continue
         if field.message_type is not None:
-            value = ([_build(field.message_type, v) for v in value] if field.is_repeated
-                     else _build(field.message_type, value))
+            value = (
+                [_build(field.message_type, v) for v in value]
+                if field.is_repeated
+                else _build(field.message_type, value)
+            )
         kwargs[field.name] = value
     return cls(**kwargs)
 
@@ -173,37 +222,49 @@ def _build(message: descriptor.Descriptor, values: dict[str, Any]) -> Any:
 def _authorizations(server: ServerThread, known: list[str]) -> st.SearchStrategy[str | None]:
     real = mint_token(server.settings, uuid.UUID(known[1]))
     return st.one_of(
-        st.none(), st.just("Bearer "), st.just(real),
+        st.none(),
+        st.just("Bearer "),
+        st.just(real),
         # Printable ASCII only: grpc's client itself refuses to send other header values.
-        st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=100)
-        .map(lambda t: "Bearer " + t),
-        st.just("Bearer " + real[:-3] + "abc"), st.just("Bearer " + ".".join(real.split(".")[:2]) + "."),
-        st.just(f"bearer {real}"), st.integers(1, 20_000).map(lambda n: "Bearer " + "a" * n))
+        st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=100).map(
+            lambda t: "Bearer " + t
+        ),
+        st.just("Bearer " + real[:-3] + "abc"),
+        st.just("Bearer " + ".".join(real.split(".")[:2]) + "."),
+        st.just(f"bearer {real}"),
+        st.integers(1, 20_000).map(lambda n: "Bearer " + "a" * n),
+    )
 
 
 @pytest.mark.parametrize("tokens", ["good token", "fuzzed tokens"])
 @pytest.mark.parametrize("method", METHODS, ids=[m.name for m in METHODS])
 def test_fuzzed_requests_never_get_unknown_internal_or_internal_text(
-        server: tuple[ServerThread, list[str]], method: descriptor.MethodDescriptor,
-        tokens: str) -> None:
+    server: tuple[ServerThread, list[str]], method: descriptor.MethodDescriptor, tokens: str
+) -> None:
     """With a good token the fuzzed request reaches validation and the procedures; with
     fuzzed tokens authentication meets the garbage (and always comes first)."""
     started, known = server
     request_class = getattr(pb, method.input_type.name)
     response_class = getattr(pb, method.output_type.name)
     good = st.just(f"Bearer {mint_token(started.settings, uuid.UUID(known[1]))}")
-    strategy = st.tuples(_message(method.input_type, known),
-                         good if tokens == "good token" else _authorizations(started, known))
+    strategy = st.tuples(
+        _message(method.input_type, known),
+        good if tokens == "good token" else _authorizations(started, known),
+    )
     with grpc.insecure_channel(started.address) as channel:
         # A stream is judged by how it opens: its first message or its status. A stream that
         # opens and waits (nothing to send yet) meets the client's deadline, which is fine.
         path = f"/{SERVICE.full_name}/{method.name}"
         unary: grpc.UnaryUnaryMultiCallable[Any, Any] = channel.unary_unary(
-            path, request_serializer=request_class.SerializeToString,
-            response_deserializer=response_class.FromString)
+            path,
+            request_serializer=request_class.SerializeToString,
+            response_deserializer=response_class.FromString,
+        )
         streaming: grpc.UnaryStreamMultiCallable[Any, Any] = channel.unary_stream(
-            path, request_serializer=request_class.SerializeToString,
-            response_deserializer=response_class.FromString)
+            path,
+            request_serializer=request_class.SerializeToString,
+            response_deserializer=response_class.FromString,
+        )
 
         def call(request: Any, metadata: Any, timeout: float) -> None:
             if not method.server_streaming:
@@ -224,16 +285,17 @@ def test_fuzzed_requests_never_get_unknown_internal_or_internal_text(
             try:
                 call(request, metadata=metadata, timeout=60)
             except grpc.RpcError as exc:
-                assert_clean(exc, (method.name, request.ByteSize(), authorization and
-                                   authorization[:20]))
+                assert_clean(exc, (method.name, request.ByteSize(), authorization and authorization[:20]))
 
         check()
 
 
-@pytest.mark.parametrize("path", [f"/{SERVICE.full_name}/{m.name}" for m in METHODS]
-                         + ["/grpc.health.v1.Health/Check"])
+@pytest.mark.parametrize(
+    "path", [f"/{SERVICE.full_name}/{m.name}" for m in METHODS] + ["/grpc.health.v1.Health/Check"]
+)
 def test_undecodable_bodies_are_invalid_argument_without_a_token(
-        server: tuple[ServerThread, list[str]], path: str) -> None:
+    server: tuple[ServerThread, list[str]], path: str
+) -> None:
     started, _ = server
     with grpc.insecure_channel(started.address) as channel:
         call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)  # raw bytes
@@ -247,15 +309,16 @@ def test_undecodable_bodies_are_invalid_argument_without_a_token(
 
 
 async def test_a_burst_of_undecodable_bodies_is_logged_once(
-        service: Service, caplog: pytest.LogCaptureFixture) -> None:
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = service.channel.unary_unary(
-        f"/{SERVICE.full_name}/JoinActivity")  # raw bytes, no serializer
+        f"/{SERVICE.full_name}/JoinActivity"
+    )  # raw bytes, no serializer
     with caplog.at_level(logging.DEBUG):
         for _ in range(200):
             with pytest.raises(grpc.aio.AioRpcError):
                 await call(b"\xff\xff\xff\xff")
-    lines = [r for r in caplog.records if "protobuf" in r.getMessage()
-             or "DecodeError" in r.getMessage()]
+    lines = [r for r in caplog.records if "protobuf" in r.getMessage() or "DecodeError" in r.getMessage()]
     assert len(lines) <= 1, [r.getMessage() for r in lines]
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
@@ -264,8 +327,11 @@ def test_health_answers_a_valid_body_alongside(server: tuple[ServerThread, list[
     """The undecodable handling does not get in the way of a good body."""
     started, _ = server
     with grpc.insecure_channel(started.address) as channel:
-        call = channel.unary_unary("/grpc.health.v1.Health/Check",
-                                   request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                                   response_deserializer=health_pb2.HealthCheckResponse.FromString)
-        assert call(health_pb2.HealthCheckRequest(), timeout=30).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        call = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        assert (
+            call(health_pb2.HealthCheckRequest(), timeout=30).status == health_pb2.HealthCheckResponse.SERVING
+        )

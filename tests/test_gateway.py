@@ -57,8 +57,15 @@ class Gateway:
     def token(self, user_id: uuid.UUID) -> str:
         return mint_token(self.settings, user_id)
 
-    async def request(self, method: str, path: str, *, user: uuid.UUID | None = None,
-                      body: bytes | None = None, content_type: str = "application/json") -> Reply:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: uuid.UUID | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Reply:
         headers = {"content-type": content_type}
         if user is not None:
             headers["authorization"] = f"Bearer {self.token(user)}"
@@ -66,8 +73,9 @@ class Gateway:
         # In a thread: the server under test runs on this event loop.
         return await asyncio.to_thread(_send, req)
 
-    async def rest(self, method: str, path: str, user: uuid.UUID | None = None,
-                   payload: dict[str, Any] | None = None) -> Reply:
+    async def rest(
+        self, method: str, path: str, user: uuid.UUID | None = None, payload: dict[str, Any] | None = None
+    ) -> Reply:
         body = json.dumps(payload).encode() if payload is not None else None
         return await self.request(method, path, user=user, body=body)
 
@@ -88,8 +96,13 @@ def _admin_get(admin: str, path: str) -> str:
 def _start_envoy(env: dict[str, str], admin_file: Path) -> subprocess.Popen[bytes]:
     """deploy/envoy/run.sh, as `make gateway` runs it; its log goes beside the admin address."""
     with (admin_file.parent / "envoy.log").open("wb") as log:
-        return subprocess.Popen(["sh", "deploy/envoy/run.sh", "--admin-address-path", str(admin_file)],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            ["sh", "deploy/envoy/run.sh", "--admin-address-path", str(admin_file)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _wait_until_live(proc: subprocess.Popen[bytes], admin_file: Path) -> int:
@@ -113,24 +126,34 @@ def _wait_until_live(proc: subprocess.Popen[bytes], admin_file: Path) -> int:
 @pytest.fixture(scope="module")
 def descriptor(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("gateway") / "participation.binpb"
-    subprocess.run([sys.executable, "scripts/protogen.py", "--descriptor", str(path)], cwd=ROOT,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "scripts/protogen.py", "--descriptor", str(path)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
 @pytest.fixture(scope="module")
-async def gateway(template: tuple[str, str], descriptor: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+async def gateway(
+    template: tuple[str, str], descriptor: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Gateway]:
     dsn, template_name = template
     async with contextlib.AsyncExitStack() as stack:
-        url = await stack.enter_async_context(
-            scratch_database(dsn, "participation_gateway", template_name))
+        url = await stack.enter_async_context(scratch_database(dsn, "participation_gateway", template_name))
         settings = test_settings(url)
         service = await stack.enter_async_context(serving(settings))
         admin_file = tmp_path_factory.mktemp("envoy") / "admin-address"
-        env = {**os.environ, "ENVOY": str(ENVOY), "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": "0",
-               "GATEWAY_ADMIN_PORT": "0", "GRPC_PORT": str(service.app.port),
-               "DESCRIPTOR": str(descriptor)}
+        env = {
+            **os.environ,
+            "ENVOY": str(ENVOY),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": "0",
+            "GATEWAY_ADMIN_PORT": "0",
+            "GRPC_PORT": str(service.app.port),
+            "DESCRIPTOR": str(descriptor),
+        }
         proc = _start_envoy(env, admin_file)
         conn = await asyncpg.connect(url)
         try:
@@ -203,8 +226,7 @@ async def test_rest_list_pages_with_query_parameters(gateway: Gateway) -> None:
     assert first.status == 200, first.body
     page = first.json()
     assert len(page["participants"]) == 2 and page["total_size"] == 3 and page["next_page_token"]
-    second = await gateway.rest("GET", f"{path}&page_size=2&page_token={page['next_page_token']}",
-                                organizer)
+    second = await gateway.rest("GET", f"{path}&page_size=2&page_token={page['next_page_token']}", organizer)
     assert second.status == 200, second.body
     rest = second.json()
     assert len(rest["participants"]) == 1 and rest["next_page_token"] == ""
@@ -222,8 +244,8 @@ def _grpc_web_frames(body: bytes) -> tuple[list[bytes], dict[str, str]]:
     """Split a gRPC-Web response into its messages and its trailers."""
     messages, trailers, at = [], {}, 0
     while at < len(body):
-        flag, length = struct.unpack(">BI", body[at:at + 5])
-        chunk = body[at + 5:at + 5 + length]
+        flag, length = struct.unpack(">BI", body[at : at + 5])
+        chunk = body[at + 5 : at + 5 + length]
         at += 5 + length
         if flag & 0x80:
             for line in chunk.decode().strip().split("\r\n"):
@@ -239,8 +261,12 @@ async def test_grpc_web_call_goes_through_the_same_gateway(gateway: Gateway) -> 
     user = await gateway.seed.user()
     message = pb.JoinActivityRequest(activity_id=str(activity)).SerializeToString()
     reply = await gateway.request(
-        "POST", "/participation.v1.ParticipationService/JoinActivity", user=user,
-        body=struct.pack(">BI", 0, len(message)) + message, content_type="application/grpc-web+proto")
+        "POST",
+        "/participation.v1.ParticipationService/JoinActivity",
+        user=user,
+        body=struct.pack(">BI", 0, len(message)) + message,
+        content_type="application/grpc-web+proto",
+    )
     assert reply.status == 200, reply.body
     assert reply.headers["content-type"].startswith("application/grpc-web")
     messages, trailers = _grpc_web_frames(reply.body)
@@ -254,8 +280,7 @@ def _first_lines(url: str, token: str, count: int) -> tuple[int, str, list[str]]
     """The first `count` lines of a REST stream (then the connection is dropped)."""
     req = urllib.request.Request(url, headers={"authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.status, resp.headers["content-type"], [resp.readline().decode()
-                                                           for _ in range(count)]
+        return resp.status, resp.headers["content-type"], [resp.readline().decode() for _ in range(count)]
 
 
 async def test_rest_watch_streams_events_as_json_lines(gateway: Gateway) -> None:
@@ -264,10 +289,10 @@ async def test_rest_watch_streams_events_as_json_lines(gateway: Gateway) -> None
     for user in users:
         assert (await gateway.rest("POST", f"/v1/activities/{activity}:join", user, {})).status == 200
     url = f"{gateway.url}/v1/activities/{activity}/events?after_sequence=0"
-    status, content_type, lines = await asyncio.to_thread(
-        _first_lines, url, gateway.token(organizer), 2)
+    status, content_type, lines = await asyncio.to_thread(_first_lines, url, gateway.token(organizer), 2)
     assert status == 200 and content_type.startswith("application/json")
     events = [json.loads(line) for line in lines]
     assert [(e["sequence"], e["event_type"], e["user_id"]) for e in events] == [
         ("1", "PARTICIPATION_EVENT_TYPE_JOINED", str(users[0])),
-        ("2", "PARTICIPATION_EVENT_TYPE_JOINED", str(users[1]))]
+        ("2", "PARTICIPATION_EVENT_TYPE_JOINED", str(users[1])),
+    ]

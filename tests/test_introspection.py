@@ -20,23 +20,40 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def _run(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
 
 
 @pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
 async def test_buf_curl_finds_the_methods_through_either_reflection_protocol(
-        service: Service, protocol: str) -> None:
+    service: Service, protocol: str
+) -> None:
     code, out, err = await _run(
-        str(BIN / "buf"), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
-        "--reflect-protocol", protocol, f"http://{service.address}/grpc.health.v1.Health/List")
+        str(BIN / "buf"),
+        "curl",
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        "--reflect-protocol",
+        protocol,
+        f"http://{service.address}/grpc.health.v1.Health/List",
+    )
     assert code == 0, err
     assert set(json.loads(out)["statuses"]) == {"", SERVICE_NAME}
     code, out, err = await _run(
-        str(BIN / "buf"), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
-        "--reflect-protocol", protocol, "--list-methods", f"http://{service.address}")
+        str(BIN / "buf"),
+        "curl",
+        "--protocol",
+        "grpc",
+        "--http2-prior-knowledge",
+        "--reflect-protocol",
+        protocol,
+        "--list-methods",
+        f"http://{service.address}",
+    )
     assert code == 0, err
     assert f"{SERVICE_NAME}/JoinActivity" in out.split()
 
@@ -44,10 +61,16 @@ async def test_buf_curl_finds_the_methods_through_either_reflection_protocol(
 async def test_grpcurl_lists_and_describes_both_reflection_services(service: Service) -> None:
     code, out, err = await _run(str(BIN / "grpcurl"), "-plaintext", service.address, "list")
     assert code == 0, err
-    assert {"grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection"} <= set(out.split())
-    code, out, err = await _run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe",
-                                "grpc.reflection.v1.ServerReflectionRequest")
+    assert {"grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} <= set(
+        out.split()
+    )
+    code, out, err = await _run(
+        str(BIN / "grpcurl"),
+        "-plaintext",
+        service.address,
+        "describe",
+        "grpc.reflection.v1.ServerReflectionRequest",
+    )
     assert code == 0, err
     assert "list_services" in out
 
@@ -56,7 +79,9 @@ async def test_health_check_watch_and_list_agree(service: Service) -> None:
     health = health_pb2_grpc.HealthStub(service.channel)
     listed = await health.List(health_pb2.HealthListRequest())
     assert {name: reply.status for name, reply in listed.statuses.items()} == {
-        "": SERVING, SERVICE_NAME: SERVING}
+        "": SERVING,
+        SERVICE_NAME: SERVING,
+    }
     for name in ("", SERVICE_NAME):
         assert (await health.Check(health_pb2.HealthCheckRequest(service=name))).status == SERVING
     watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))

@@ -8,8 +8,10 @@ from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service
 from tests.participation import invariants
 
-SETTLED = {grpc.StatusCode.ALREADY_EXISTS: "ALREADY_JOINED",
-           grpc.StatusCode.FAILED_PRECONDITION: "ALREADY_RESPONDED"}
+SETTLED = {
+    grpc.StatusCode.ALREADY_EXISTS: "ALREADY_JOINED",
+    grpc.StatusCode.FAILED_PRECONDITION: "ALREADY_RESPONDED",
+}
 
 
 async def test_accept_racing_join_never_exceeds_capacity(service: Service) -> None:
@@ -19,10 +21,16 @@ async def test_accept_racing_join_never_exceeds_capacity(service: Service) -> No
     invitations = [await service.seed.invitation(activity, g, organizer) for g in guests]
     join = pb.JoinActivityRequest(activity_id=str(activity))
     # Every guest both accepts and joins at once: exactly one of the two may win.
-    calls = [call for guest, invitation in zip(guests, invitations, strict=True) for call in (
-        service.call("AcceptInvitation", guest, pb.AcceptInvitationRequest(
-            invitation_id=str(invitation))),
-        service.call("JoinActivity", guest, join))]
+    calls = [
+        call
+        for guest, invitation in zip(guests, invitations, strict=True)
+        for call in (
+            service.call(
+                "AcceptInvitation", guest, pb.AcceptInvitationRequest(invitation_id=str(invitation))
+            ),
+            service.call("JoinActivity", guest, join),
+        )
+    ]
     results = await asyncio.gather(*calls, return_exceptions=True)
 
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -33,11 +41,14 @@ async def test_accept_racing_join_never_exceeds_capacity(service: Service) -> No
     places = await service.seed.conn.fetchval(
         "SELECT count(DISTINCT user_id) FROM (SELECT user_id FROM activity.participants "
         "WHERE activity_id = $1 AND participation_status = 'registered' UNION ALL "
-        "SELECT user_id FROM activity.waitlist_entries WHERE activity_id = $1) x", activity)
+        "SELECT user_id FROM activity.waitlist_entries WHERE activity_id = $1) x",
+        activity,
+    )
     assert places == 31
     pending = await service.seed.conn.fetchval(
-        "SELECT count(*) FROM activity.activity_invitations WHERE activity_id = $1 "
-        "AND status <> 'accepted'", activity)
+        "SELECT count(*) FROM activity.activity_invitations WHERE activity_id = $1 AND status <> 'accepted'",
+        activity,
+    )
     assert pending == 0
 
 
@@ -46,11 +57,13 @@ async def test_accepts_racing_for_one_seat_seat_one_and_queue_the_rest(service: 
     activity = await service.seed.activity(organizer, privacy="invite_only", max_participants=2)
     guests = [await service.seed.user() for _ in range(20)]
     invitations = [await service.seed.invitation(activity, g, organizer) for g in guests]
-    replies = await asyncio.gather(*(
-        service.call("AcceptInvitation", g, pb.AcceptInvitationRequest(invitation_id=str(i)))
-        for g, i in zip(guests, invitations, strict=True)))
+    replies = await asyncio.gather(
+        *(
+            service.call("AcceptInvitation", g, pb.AcceptInvitationRequest(invitation_id=str(i)))
+            for g, i in zip(guests, invitations, strict=True)
+        )
+    )
     statuses = [r.participation_status for r in replies]
     assert statuses.count(pb.PARTICIPATION_STATUS_REGISTERED) == 1
-    assert sorted(r.waitlist_position for r in replies if r.waitlist_position) == \
-        list(range(1, 20))
+    assert sorted(r.waitlist_position for r in replies if r.waitlist_position) == list(range(1, 20))
     await invariants(service, activity)

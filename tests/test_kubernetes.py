@@ -48,16 +48,22 @@ def test_kustomization_lists_every_manifest_of_the_folder() -> None:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_every_manifest_is_valid_for_the_kubernetes_api(version: str,
-                                                        resources: dict[str, dict[str, Any]]) -> None:
-    assert set(resources) == {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler",
-                              "PodDisruptionBudget", "Job"}
+def test_every_manifest_is_valid_for_the_kubernetes_api(
+    version: str, resources: dict[str, dict[str, Any]]
+) -> None:
+    assert set(resources) == {
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+    }
     for resource in resources.values():
         kubernetes_validate.validate(resource, version, strict=True)  # raises on any error
 
 
-def test_deployment_probes_ask_grpc_health_on_the_service_port(resources: dict[str, dict[str, Any]]
-                                                               ) -> None:
+def test_deployment_probes_ask_grpc_health_on_the_service_port(resources: dict[str, dict[str, Any]]) -> None:
     container = _container(resources["Deployment"])
     port = int(resources["ConfigMap"]["data"]["GRPC_PORT"])
     assert {"name": "grpc", "containerPort": port, "protocol": "TCP"} in container["ports"]
@@ -83,8 +89,7 @@ def test_pods_run_as_the_image_user_without_privileges(resources: dict[str, dict
         assert context["allowPrivilegeEscalation"] is False and context["capabilities"]["drop"] == ["ALL"]
 
 
-def test_configuration_is_the_services_and_parses_in_production(
-        resources: dict[str, dict[str, Any]]) -> None:
+def test_configuration_is_the_services_and_parses_in_production(resources: dict[str, dict[str, Any]]) -> None:
     data = resources["ConfigMap"]["data"]
     assert not SECRET_KEYS & set(data), "secrets belong in the Secret, not the ConfigMap"
     assert set(data) - {"METRICS_PORT"} <= _readme_settings()
@@ -92,8 +97,11 @@ def test_configuration_is_the_services_and_parses_in_production(
         sources = _container(resources[kind])["envFrom"]
         assert {"configMapRef": {"name": "participation-grpc"}} in sources
         assert {"secretRef": {"name": "participation-grpc"}} in sources
-    secret = {"DATABASE_URL": "postgresql://u@db/p", "REDIS_URL": "redis://redis:6379/0",
-              "JWT_SECRET_KEY": "k" * 48}
+    secret = {
+        "DATABASE_URL": "postgresql://u@db/p",
+        "REDIS_URL": "redis://redis:6379/0",
+        "JWT_SECRET_KEY": "k" * 48,
+    }
     settings = Settings.from_environ({**data, **secret})
     assert settings.is_production and settings.rate_limit_enabled
 
@@ -101,9 +109,11 @@ def test_configuration_is_the_services_and_parses_in_production(
 def test_service_hpa_and_pdb_select_the_deployments_pods(resources: dict[str, dict[str, Any]]) -> None:
     deployment = resources["Deployment"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    for selector in (resources["Service"]["spec"]["selector"],
-                     resources["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
-                     deployment["spec"]["selector"]["matchLabels"]):
+    for selector in (
+        resources["Service"]["spec"]["selector"],
+        resources["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"],
+    ):
         assert selector.items() <= labels.items()
     named = {p["name"] for p in _container(deployment)["ports"]}
     assert {p["targetPort"] for p in resources["Service"]["spec"]["ports"]} <= named

@@ -42,8 +42,11 @@ def scrape_text(port: int) -> str:
 
 async def scrape(port: int) -> Samples:
     text = await asyncio.to_thread(scrape_text, port)
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -54,13 +57,11 @@ def grpc_labels(method: str, kind: str = "unary", service: str = SERVICE_NAME) -
     return {"grpc_type": kind, "grpc_service": service, "grpc_method": method}
 
 
-def join(service: Service, user: uuid.UUID, activity: uuid.UUID
-         ) -> Awaitable[pb.JoinActivityResponse]:
+def join(service: Service, user: uuid.UUID, activity: uuid.UUID) -> Awaitable[pb.JoinActivityResponse]:
     return service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
 
 
-async def test_every_call_is_counted_with_go_grpc_prometheus_names_and_labels(
-        database_url: str) -> None:
+async def test_every_call_is_counted_with_go_grpc_prometheus_names_and_labels(database_url: str) -> None:
     port = free_port()
     async with serving(test_settings(database_url, metrics_port=port)) as service:
         organizer, user = await service.seed.user(), await service.seed.user()
@@ -68,10 +69,14 @@ async def test_every_call_is_counted_with_go_grpc_prometheus_names_and_labels(
         before = await scrape(port)
         await join(service, user, activity)
         await expect_error(join(service, user, activity), Code.ALREADY_EXISTS, "ALREADY_JOINED")
-        await expect_error(service.stub.JoinActivity(pb.JoinActivityRequest(
-            activity_id=str(activity))), Code.UNAUTHENTICATED, "TOKEN_MISSING")
+        await expect_error(
+            service.stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity))),
+            Code.UNAUTHENTICATED,
+            "TOKEN_MISSING",
+        )
         raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = service.channel.unary_unary(
-            f"/{SERVICE_NAME}/JoinActivity")  # raw bytes, no serializer
+            f"/{SERVICE_NAME}/JoinActivity"
+        )  # raw bytes, no serializer
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await raw(b"\xff\xff\xff")
         assert caught.value.code() == Code.INVALID_ARGUMENT
@@ -88,20 +93,28 @@ async def test_every_call_is_counted_with_go_grpc_prometheus_names_and_labels(
     assert delta("grpc_server_handling_seconds_count", **join_labels) == 4
     assert delta("grpc_server_handling_seconds_bucket", **join_labels, le="+Inf") == 4
     # grpc_code as Go writes it, so alerts written for Go services match.
-    for code, count in (("OK", 1), ("AlreadyExists", 1), ("Unauthenticated", 1),
-                        ("InvalidArgument", 1)):
+    for code, count in (("OK", 1), ("AlreadyExists", 1), ("Unauthenticated", 1), ("InvalidArgument", 1)):
         assert delta("grpc_server_handled_total", **join_labels, grpc_code=code) == count, code
-    for reason, code in (("ALREADY_JOINED", "AlreadyExists"), ("TOKEN_MISSING", "Unauthenticated"),
-                         ("INVALID_ARGUMENT", "InvalidArgument")):
-        assert delta("participation_rpc_failures_total", grpc_service=SERVICE_NAME,
-                     grpc_method="JoinActivity", grpc_code=code, reason=reason) == 1, reason
+    for reason, code in (
+        ("ALREADY_JOINED", "AlreadyExists"),
+        ("TOKEN_MISSING", "Unauthenticated"),
+        ("INVALID_ARGUMENT", "InvalidArgument"),
+    ):
+        assert (
+            delta(
+                "participation_rpc_failures_total",
+                grpc_service=SERVICE_NAME,
+                grpc_method="JoinActivity",
+                grpc_code=code,
+                reason=reason,
+            )
+            == 1
+        ), reason
     health = grpc_labels("Check", service="grpc.health.v1.Health")
     assert delta("grpc_server_handled_total", **health, grpc_code="OK") == 1
     # Two statements reached the database (the refused token and body never did).
-    assert delta("participation_db_statements_total", procedure="sp_join_activity",
-                 outcome="ok") == 1
-    assert delta("participation_db_statements_total", procedure="sp_join_activity",
-                 outcome="refused") == 1
+    assert delta("participation_db_statements_total", procedure="sp_join_activity", outcome="ok") == 1
+    assert delta("participation_db_statements_total", procedure="sp_join_activity", outcome="refused") == 1
     assert delta("participation_db_statement_seconds_count", procedure="sp_join_activity") == 2
     assert delta("participation_db_pool_acquire_seconds_count") == 2
     assert value(after, "participation_db_pool_size") >= 1
@@ -110,8 +123,9 @@ async def test_every_call_is_counted_with_go_grpc_prometheus_names_and_labels(
 
 async def test_rate_limit_decisions_and_the_backend_are_counted(database_url: str) -> None:
     port = free_port()
-    settings = test_settings(database_url, metrics_port=port, rate_limit_enabled=True,
-                             rate_limits=RateLimits(write=1))
+    settings = test_settings(
+        database_url, metrics_port=port, rate_limit_enabled=True, rate_limits=RateLimits(write=1)
+    )
     async with serving(settings) as service:
         organizer, user = await service.seed.user(), await service.seed.user()
         activity = await service.seed.activity(organizer)
@@ -119,24 +133,30 @@ async def test_rate_limit_decisions_and_the_backend_are_counted(database_url: st
         await join(service, user, activity)
         await expect_error(join(service, user, activity), Code.RESOURCE_EXHAUSTED, "RATE_LIMITED")
         after = await scrape(port)
-    decided = {outcome: value(after, "participation_ratelimit_decisions_total",
-                              limit_class="write", outcome=outcome)
-               - value(before, "participation_ratelimit_decisions_total", limit_class="write",
-                       outcome=outcome) for outcome in ("allowed", "refused")}
+    decided = {
+        outcome: value(after, "participation_ratelimit_decisions_total", limit_class="write", outcome=outcome)
+        - value(before, "participation_ratelimit_decisions_total", limit_class="write", outcome=outcome)
+        for outcome in ("allowed", "refused")
+    }
     assert decided == {"allowed": 1, "refused": 1}
     assert value(after, "participation_ratelimit_backend", backend="local") == 1  # no REDIS_URL
     assert value(after, "participation_ratelimit_backend", backend="redis") == 0
-    refused = {"grpc_service": SERVICE_NAME, "grpc_method": "JoinActivity",
-               "grpc_code": "ResourceExhausted", "reason": "RATE_LIMITED"}
-    assert value(after, "participation_rpc_failures_total", **refused) - value(
-        before, "participation_rpc_failures_total", **refused) == 1
+    refused = {
+        "grpc_service": SERVICE_NAME,
+        "grpc_method": "JoinActivity",
+        "grpc_code": "ResourceExhausted",
+        "reason": "RATE_LIMITED",
+    }
+    assert (
+        value(after, "participation_rpc_failures_total", **refused)
+        - value(before, "participation_rpc_failures_total", **refused)
+        == 1
+    )
 
 
-async def test_streams_count_messages_and_open_streams_and_overload_is_counted(
-        database_url: str) -> None:
+async def test_streams_count_messages_and_open_streams_and_overload_is_counted(database_url: str) -> None:
     port = free_port()
-    async with streaming_service(database_url, metrics_port=port,
-                                 grpc_max_concurrent_rpcs=1) as service:
+    async with streaming_service(database_url, metrics_port=port, grpc_max_concurrent_rpcs=1) as service:
         stream_labels = grpc_labels("TestStream", kind="server_stream")
         open_labels = {"grpc_service": SERVICE_NAME, "grpc_method": "TestStream"}
         before = await scrape(port)
@@ -145,18 +165,17 @@ async def test_streams_count_messages_and_open_streams_and_overload_is_counted(
             await stream.read()
         during = await scrape(port)
         # The stream holds the only place: a call now is refused before its handler.
-        await expect_error(join(service, uuid.uuid4(), uuid.uuid4()), Code.RESOURCE_EXHAUSTED,
-                           "OVERLOADED")
+        await expect_error(join(service, uuid.uuid4(), uuid.uuid4()), Code.RESOURCE_EXHAUSTED, "OVERLOADED")
         stream.cancel()
         # The server hears of the cancel a moment later, and a scrape (another thread) may read
         # the counters half-way through the call's end: ask until both show it.
         for _ in range(200):
             after = await scrape(port)
             if value(after, "participation_streams_open", **open_labels) == value(
-                    before, "participation_streams_open", **open_labels) and value(
-                    after, "grpc_server_handled_total", **stream_labels, grpc_code="Canceled"
-                    ) > value(before, "grpc_server_handled_total", **stream_labels,
-                              grpc_code="Canceled"):
+                before, "participation_streams_open", **open_labels
+            ) and value(after, "grpc_server_handled_total", **stream_labels, grpc_code="Canceled") > value(
+                before, "grpc_server_handled_total", **stream_labels, grpc_code="Canceled"
+            ):
                 break
             await asyncio.sleep(0.05)
 
@@ -168,23 +187,33 @@ async def test_streams_count_messages_and_open_streams_and_overload_is_counted(
     assert delta(during, "participation_streams_open", **open_labels) == 1
     assert delta(after, "participation_streams_open", **open_labels) == 0
     assert delta(after, "grpc_server_handled_total", **stream_labels, grpc_code="Canceled") == 1
-    assert delta(after, "grpc_server_handled_total", **grpc_labels("JoinActivity"),
-                 grpc_code="ResourceExhausted") == 1
-    assert delta(after, "participation_rpc_failures_total", grpc_service=SERVICE_NAME,
-                 grpc_method="JoinActivity", grpc_code="ResourceExhausted",
-                 reason="OVERLOADED") == 1
+    assert (
+        delta(
+            after, "grpc_server_handled_total", **grpc_labels("JoinActivity"), grpc_code="ResourceExhausted"
+        )
+        == 1
+    )
+    assert (
+        delta(
+            after,
+            "participation_rpc_failures_total",
+            grpc_service=SERVICE_NAME,
+            grpc_method="JoinActivity",
+            grpc_code="ResourceExhausted",
+            reason="OVERLOADED",
+        )
+        == 1
+    )
 
 
-async def test_metrics_port_zero_serves_nothing_and_a_taken_port_stops_the_start(
-        database_url: str) -> None:
+async def test_metrics_port_zero_serves_nothing_and_a_taken_port_stops_the_start(database_url: str) -> None:
     async with serving(test_settings(database_url, metrics_port=0)) as service:
         assert service.app.telemetry.endpoint is None
     port = free_port()
     async with serving(test_settings(database_url, metrics_port=port)) as service:
         assert service.app.telemetry.endpoint is not None
         with pytest.raises(ConfigError, match=f"METRICS_PORT: cannot listen on 127.0.0.1:{port}"):
-            async with serving(test_settings(database_url, metrics_port=port,
-                                             metrics_host="127.0.0.1")):
+            async with serving(test_settings(database_url, metrics_port=port, metrics_host="127.0.0.1")):
                 pass
 
 
@@ -203,8 +232,7 @@ def _dashboard_queries() -> Iterator[str]:
     return walk(json.loads(DASHBOARD.read_text()))
 
 
-async def test_the_grafana_dashboard_queries_only_series_the_service_exports(
-        database_url: str) -> None:
+async def test_the_grafana_dashboard_queries_only_series_the_service_exports(database_url: str) -> None:
     queries = list(_dashboard_queries())
     assert len(queries) >= 10
     port = free_port()
@@ -235,7 +263,8 @@ async def test_the_grafana_dashboard_queries_only_series_the_service_exports(
         for selector in re.findall(r"\b((?:grpc_server|participation)_[a-z_]+)\{([^}]*)\}", query):
             for label in re.findall(r"([a-z_]+)\s*[=!~]", selector[1]):
                 assert label in exported[selector[0]] | {"le", "job", "instance"}, (
-                    f"{selector[0]} has no label {label}")
+                    f"{selector[0]} has no label {label}"
+                )
     # Every family the service exports is on the dashboard.
     ours = {name for name in families if name.startswith(("grpc_server_", "participation_"))}
     shown = {name for name in ours if any(n.startswith(name) for n in used)}
@@ -247,18 +276,27 @@ async def _checks(port: int, connections: int) -> None:
     for _ in range(connections):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60)
+                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60
+            )
 
 
-async def test_serve_with_workers_sums_the_series_of_every_worker_on_one_port(
-        database_url: str) -> None:
+async def test_serve_with_workers_sums_the_series_of_every_worker_on_one_port(database_url: str) -> None:
     grpc_port, metrics_port = free_port(), free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "WORKERS": "2",
-           "GRPC_HOST": "127.0.0.1", "GRPC_PORT": str(grpc_port), "METRICS_HOST": "127.0.0.1",
-           "METRICS_PORT": str(metrics_port), "RATE_LIMIT_ENABLED": "false",
-           "SHUTDOWN_PAUSE_SECONDS": "0", "DB_POOL_MAX_SIZE": "20"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "WORKERS": "2",
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(grpc_port),
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": str(metrics_port),
+        "RATE_LIMIT_ENABLED": "false",
+        "SHUTDOWN_PAUSE_SECONDS": "0",
+        "DB_POOL_MAX_SIZE": "20",
+    }
     supervisor = await asyncio.create_subprocess_exec(
-        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE)
+        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
     assert supervisor.stderr is not None
     started = b""
     try:

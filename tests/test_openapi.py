@@ -33,8 +33,10 @@ def _rules() -> list[tuple[str, str, str]]:
 @pytest.fixture(scope="module")
 def spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("openapi")
-    for cmd in (["scripts/protogen.py", "--descriptor", str(out / "d.binpb")],
-                ["scripts/openapi.py", str(out / "d.binpb"), str(out / "openapi.json")]):
+    for cmd in (
+        ["scripts/protogen.py", "--descriptor", str(out / "d.binpb")],
+        ["scripts/openapi.py", str(out / "d.binpb"), str(out / "openapi.json")],
+    ):
         subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True, capture_output=True)
     document: dict[str, Any] = json.loads((out / "openapi.json").read_text())
     return document
@@ -62,8 +64,7 @@ def test_path_parameters_match_the_templates(spec: dict[str, Any]) -> None:
         if verb == "get":
             assert "requestBody" not in op
         else:
-            assert not in_path & set(op["requestBody"]["content"]["application/json"]["schema"]
-                                     ["properties"])
+            assert not in_path & set(op["requestBody"]["content"]["application/json"]["schema"]["properties"])
 
 
 def test_lists_take_their_paging_as_query_parameters(spec: dict[str, Any]) -> None:
@@ -93,4 +94,5 @@ def test_every_reference_resolves_and_names_are_the_protos(spec: dict[str, Any])
     assert "PARTICIPATION_STATUS_REGISTERED" in schemas["participation.v1.ParticipationStatus"]["enum"]
     for _, _, op in _operations(spec):
         assert op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"].endswith(
-            "google.rpc.Status")
+            "google.rpc.Status"
+        )

@@ -34,8 +34,9 @@ async def row_lock(database_url: str, activity: uuid.UUID) -> AsyncIterator[asyn
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
-            await conn.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 "
-                               "FOR UPDATE", activity)
+            await conn.execute(
+                "SELECT 1 FROM activity.activities WHERE activity_id = $1 FOR UPDATE", activity
+            )
             yield conn
     finally:
         await conn.close()
@@ -47,7 +48,8 @@ async def lock_waiters(conn: asyncpg.Connection) -> int:
     await conn.execute("SELECT pg_stat_clear_snapshot()")
     count: int = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
-        "AND wait_event_type = 'Lock'")
+        "AND wait_event_type = 'Lock'"
+    )
     return count
 
 
@@ -64,11 +66,11 @@ async def test_a_lock_held_on_one_activity_slows_only_that_activity(database_url
         free = [await service.seed.user() for _ in range(20)]
         async with row_lock(database_url, locked) as locker:
             waiting = [asyncio.ensure_future(outcome(join(service, u, locked))) for u in stuck]
-            await until(lambda: _nonzero(locker), 30,
-                        "joins waiting on the lock")
+            await until(lambda: _nonzero(locker), 30, "joins waiting on the lock")
             unrelated = await asyncio.gather(*(outcome(join(service, u, other)) for u in free))
             health = await health_pb2_grpc.HealthStub(service.channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10)
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
             replies = await asyncio.gather(*waiting)
         assert set(unrelated) == {OK}
         assert health.status == health_pb2.HealthCheckResponse.SERVING
@@ -76,8 +78,9 @@ async def test_a_lock_held_on_one_activity_slows_only_that_activity(database_url
         counts = await service.seed.counts(locked)
         assert counts["registered"] == counts["counter"] == 1  # only the organizer
         # Once the lock is gone the same callers get in.
-        assert (await join(service, stuck[0], locked)).participation_status == \
-            pb.PARTICIPATION_STATUS_REGISTERED
+        assert (
+            await join(service, stuck[0], locked)
+        ).participation_status == pb.PARTICIPATION_STATUS_REGISTERED
 
 
 async def _nonzero(conn: asyncpg.Connection) -> bool:
@@ -95,12 +98,12 @@ async def test_database_busy_carries_retry_info(database_url: str) -> None:
         assert caught.value.code() == Code.UNAVAILABLE
         info = detail(caught.value, error_details_pb2.RetryInfo)
         assert info is not None and info.retry_delay.ToTimedelta().total_seconds() > 0
-        assert "SQL" not in (caught.value.details() or "") and "lock" not in \
-            (caught.value.details() or "")
+        assert "SQL" not in (caught.value.details() or "") and "lock" not in (caught.value.details() or "")
 
 
 async def test_the_concurrency_limit_refuses_with_overloaded_and_health_still_answers(
-        database_url: str) -> None:
+    database_url: str,
+) -> None:
     settings = test_settings(database_url, grpc_max_concurrent_rpcs=3, db_lock_timeout_ms=60_000)
     async with serving(settings) as service:
         organizer = await service.seed.user()
@@ -111,13 +114,17 @@ async def test_the_concurrency_limit_refuses_with_overloaded_and_health_still_an
             await until(lambda: _waiters_at_least(locker, 3), 30, "three calls in flight")
             info = await expect_error(
                 service.call("ListUserActivities", users[3], pb.ListUserActivitiesRequest()),
-                Code.RESOURCE_EXHAUSTED, "OVERLOADED")
+                Code.RESOURCE_EXHAUSTED,
+                "OVERLOADED",
+            )
             assert info.metadata["limit"] == "3"
             health = await health_pb2_grpc.HealthStub(service.channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10)
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
             assert health.status == health_pb2.HealthCheckResponse.SERVING
-        assert [r.participation_status for r in await asyncio.gather(*held)] == \
-            [pb.PARTICIPATION_STATUS_REGISTERED] * 3
+        assert [r.participation_status for r in await asyncio.gather(*held)] == [
+            pb.PARTICIPATION_STATUS_REGISTERED
+        ] * 3
         await service.call("ListUserActivities", users[3], pb.ListUserActivitiesRequest())
 
 
@@ -135,8 +142,13 @@ async def test_a_request_above_the_message_limit_is_resource_exhausted(database_
             await service.call("CancelParticipation", user, big)
         assert caught.value.code() == Code.RESOURCE_EXHAUSTED
         # Under the limit the same call is judged on its merits (here: not a participant).
-        await expect_error(service.call("CancelParticipation", user, pb.CancelParticipationRequest(
-            activity_id=str(activity))), Code.FAILED_PRECONDITION, "NOT_PARTICIPANT")
+        await expect_error(
+            service.call(
+                "CancelParticipation", user, pb.CancelParticipationRequest(activity_id=str(activity))
+            ),
+            Code.FAILED_PRECONDITION,
+            "NOT_PARTICIPANT",
+        )
 
 
 async def test_sigterm_under_load_answers_every_call_and_none_cancelled(database_url: str) -> None:
@@ -149,8 +161,9 @@ async def test_sigterm_under_load_answers_every_call_and_none_cancelled(database
     activity = await seed.activity(organizer, max_participants=10_000)
     users = [await seed.user() for _ in range(600)]
     replies: dict[uuid.UUID, Outcome] = {}
-    async with server_process(database_url, SHUTDOWN_PAUSE_SECONDS="0.5",
-                              SHUTDOWN_GRACE_SECONDS="20") as server:
+    async with server_process(
+        database_url, SHUTDOWN_PAUSE_SECONDS="0.5", SHUTDOWN_GRACE_SECONDS="20"
+    ) as server:
         settings = test_settings(database_url)
         channel = grpc.aio.insecure_channel(server.address)
         stub = pb_grpc.ParticipationServiceStub(channel)
@@ -159,9 +172,13 @@ async def test_sigterm_under_load_answers_every_call_and_none_cancelled(database
         async def client() -> None:
             while queue:
                 user = queue.pop()
-                replies[user] = await outcome(stub.JoinActivity(
-                    pb.JoinActivityRequest(activity_id=str(activity)), timeout=60,
-                    metadata=(("authorization", f"Bearer {mint_token(settings, user)}"),)))
+                replies[user] = await outcome(
+                    stub.JoinActivity(
+                        pb.JoinActivityRequest(activity_id=str(activity)),
+                        timeout=60,
+                        metadata=(("authorization", f"Bearer {mint_token(settings, user)}"),),
+                    )
+                )
                 if replies[user] != OK:
                     return
 
@@ -174,8 +191,12 @@ async def test_sigterm_under_load_answers_every_call_and_none_cancelled(database
     kinds = set(replies.values())
     assert kinds <= {OK, SHUTTING_DOWN}, kinds
     assert SHUTTING_DOWN in kinds  # the signal came while clients were still calling
-    rows = {r["user_id"] for r in await conn.fetch(
-        "SELECT user_id FROM activity.participants WHERE activity_id = $1", activity)}
+    rows = {
+        r["user_id"]
+        for r in await conn.fetch(
+            "SELECT user_id FROM activity.participants WHERE activity_id = $1", activity
+        )
+    }
     for user, reply in replies.items():
         assert (user in rows) == (reply == OK), (user, reply)
     await conn.close()
@@ -189,16 +210,19 @@ async def test_memory_after_a_burst_of_large_requests_goes_back(database_url: st
         settings = test_settings(database_url)
         token = (("authorization", f"Bearer {mint_token(settings, uuid.uuid4())}"),)
         async with grpc.aio.insecure_channel(
-                server.address, options=[("grpc.max_send_message_length", 8 << 20)]) as channel:
+            server.address, options=[("grpc.max_send_message_length", 8 << 20)]
+        ) as channel:
             stub = pb_grpc.ParticipationServiceStub(channel)
             await stub.ListUserActivities(pb.ListUserActivitiesRequest(), metadata=token)
             before = server.rss_bytes()
             for size in (1_000_000, 2_000_000):
-                request = pb.CancelParticipationRequest(activity_id=str(uuid.uuid4()),
-                                                        reason="x" * size)
-                codes = await asyncio.gather(*(
-                    outcome(stub.CancelParticipation(request, metadata=token, timeout=120))
-                    for _ in range(150 if size < 1 << 20 else 50)))
+                request = pb.CancelParticipationRequest(activity_id=str(uuid.uuid4()), reason="x" * size)
+                codes = await asyncio.gather(
+                    *(
+                        outcome(stub.CancelParticipation(request, metadata=token, timeout=120))
+                        for _ in range(150 if size < 1 << 20 else 50)
+                    )
+                )
                 expected = Code.INVALID_ARGUMENT if size < 1 << 20 else Code.RESOURCE_EXHAUSTED
                 assert {code for code, _ in codes} == {expected}
             after = server.rss_bytes()

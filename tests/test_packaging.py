@@ -37,15 +37,32 @@ def test_editable_install_reads_the_checkouts_sql_folder() -> None:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "-w", str(out), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     yield next(out.glob("participation_grpc-*.whl"))
 
 
 def test_wheel_carries_every_sql_file_under_the_package(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = sorted(n.removeprefix("participation_grpc/sql/") for n in names
-                     if n.startswith("participation_grpc/sql/") and n.endswith(".sql"))
+    shipped = sorted(
+        n.removeprefix("participation_grpc/sql/")
+        for n in names
+        if n.startswith("participation_grpc/sql/") and n.endswith(".sql")
+    )
     assert shipped == SQL_FILES
 
 
@@ -53,31 +70,39 @@ def test_wheel_carries_every_sql_file_under_the_package(wheel: Path) -> None:
 def wheel_site(wheel: Path, tmp_path: Path) -> Path:
     """The wheel installed into a folder of its own (its dependencies come from this venv)."""
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
-                    str(target), str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     return target
 
 
 async def _python(*args: str, env: dict[str, str], cwd: Path) -> str:
-    done = await asyncio.to_thread(subprocess.run, [sys.executable, *args], env=env, check=True,
-                                   capture_output=True, text=True, cwd=cwd)
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, *args], env=env, check=True, capture_output=True, text=True, cwd=cwd
+    )
     return done.stdout
 
 
 async def test_migrate_from_an_installed_wheel_applies_every_migration(
-        wheel_site: Path, tmp_path: Path, template: tuple[str, str]) -> None:
+    wheel_site: Path, tmp_path: Path, template: tuple[str, str]
+) -> None:
     dsn, _ = template
     async with scratch_database(dsn, "participation_wheel") as url:
         # PYTHONPATH comes before the editable install's finder: this runs the wheel's copy.
         env = {**os.environ, "PYTHONPATH": str(wheel_site), "DATABASE_URL": url}
-        where = await _python("-c", "import participation_grpc.migrate as m; print(m.__file__)",
-                              env=env, cwd=tmp_path)
+        where = await _python(
+            "-c", "import participation_grpc.migrate as m; print(m.__file__)", env=env, cwd=tmp_path
+        )
         assert where.strip().startswith(str(wheel_site))
         await _python("-m", "participation_grpc", "migrate", env=env, cwd=tmp_path)
         conn = await asyncpg.connect(url)
         try:
-            versions = {r["version"] for r in await conn.fetch(
-                "SELECT version FROM activity.participation_schema_migrations")}
+            versions = {
+                r["version"]
+                for r in await conn.fetch("SELECT version FROM activity.participation_schema_migrations")
+            }
         finally:
             await conn.close()
     assert {p.removeprefix("migrations/") for p in SQL_FILES if p.startswith("migrations/")} <= versions

@@ -33,8 +33,9 @@ def test_token_from_another_key_is_refused() -> None:
 
 def test_binding_ignores_page_size_but_not_filters_or_caller() -> None:
     bigger = pb.ListParticipantsRequest(activity_id=REQUEST.activity_id, page_size=50)
-    filtered = pb.ListParticipantsRequest(activity_id=REQUEST.activity_id,
-                                          role=pb.PARTICIPANT_ROLE_CO_ORGANIZER)
+    filtered = pb.ListParticipantsRequest(
+        activity_id=REQUEST.activity_id, role=pb.PARTICIPANT_ROLE_CO_ORGANIZER
+    )
     assert PageTokens.binding(CALLER, bigger) == PageTokens.binding(CALLER, REQUEST)
     assert PageTokens.binding(CALLER, filtered) != PageTokens.binding(CALLER, REQUEST)
     assert PageTokens.binding(uuid.uuid4(), REQUEST) != PageTokens.binding(CALLER, REQUEST)
@@ -62,14 +63,17 @@ def _signed(key: bytes, payload: object) -> str:
     return f"{b64(body)}.{b64(hmac.new(sealing, body, hashlib.sha256).digest()[:16])}"
 
 
-@pytest.mark.parametrize("payload", [
-    {"b": "BINDING"},  # no position at all: was a KeyError, answered INTERNAL
-    {"a": None, "b": "BINDING"},
-    {"a": [1, 2], "b": "BINDING"},
-    {"a": "x", "b": "BINDING"},
-    ["a", "b"],
-    "BINDING",
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"b": "BINDING"},  # no position at all: was a KeyError, answered INTERNAL
+        {"a": None, "b": "BINDING"},
+        {"a": [1, 2], "b": "BINDING"},
+        {"a": "x", "b": "BINDING"},
+        ["a", "b"],
+        "BINDING",
+    ],
+)
 def test_a_signed_token_without_a_position_is_invalid_argument(payload: object) -> None:
     tokens = PageTokens(b"one key")
     binding = tokens.binding(CALLER, REQUEST)

@@ -32,8 +32,7 @@ async def test_join_full_activity_puts_caller_on_waitlist_in_order(service: Serv
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer, max_participants=2)
     first, second, third = [await service.seed.user() for _ in range(3)]
-    assert (await join(service, first, activity)).participation_status == \
-        pb.PARTICIPATION_STATUS_REGISTERED
+    assert (await join(service, first, activity)).participation_status == pb.PARTICIPATION_STATUS_REGISTERED
     waiting = [await join(service, u, activity) for u in (second, third)]
     assert [w.participation_status for w in waiting] == [pb.PARTICIPATION_STATUS_WAITLISTED] * 2
     assert [w.waitlist_position for w in waiting] == [1, 2]
@@ -71,8 +70,7 @@ async def test_join_someone_elses_draft_is_reported_as_missing(service: Service)
 async def test_join_unpublished_activity_is_refused(service: Service, status: str) -> None:
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer, status=status)
-    await expect_error(join(service, user, activity), Code.FAILED_PRECONDITION,
-                       "ACTIVITY_NOT_PUBLISHED")
+    await expect_error(join(service, user, activity), Code.FAILED_PRECONDITION, "ACTIVITY_NOT_PUBLISHED")
 
 
 async def test_join_started_activity_is_refused(service: Service) -> None:
@@ -89,13 +87,14 @@ async def test_join_by_token_without_user_record_is_user_not_found(service: Serv
     assert info.metadata["user_id"] == str(ghost)
 
 
-@pytest.mark.parametrize("status,ban_expires_in", [("banned", None),
-                                                   ("temporary_ban", timedelta(days=1))])
-async def test_join_by_banned_user_is_refused(service: Service, status: str,
-                                              ban_expires_in: timedelta | None) -> None:
+@pytest.mark.parametrize("status,ban_expires_in", [("banned", None), ("temporary_ban", timedelta(days=1))])
+async def test_join_by_banned_user_is_refused(
+    service: Service, status: str, ban_expires_in: timedelta | None
+) -> None:
     organizer = await service.seed.user()
     user = await service.seed.user(
-        status=status, ban_expires_at=now() + ban_expires_in if ban_expires_in else None)
+        status=status, ban_expires_at=now() + ban_expires_in if ban_expires_in else None
+    )
     activity = await service.seed.activity(organizer)
     await expect_error(join(service, user, activity), Code.PERMISSION_DENIED, "USER_BANNED")
 
@@ -104,15 +103,13 @@ async def test_join_after_temporary_ban_expired_is_allowed(service: Service) -> 
     organizer = await service.seed.user()
     user = await service.seed.user(status="temporary_ban", ban_expires_at=now() - timedelta(hours=1))
     activity = await service.seed.activity(organizer)
-    assert (await join(service, user, activity)).participation_status == \
-        pb.PARTICIPATION_STATUS_REGISTERED
+    assert (await join(service, user, activity)).participation_status == pb.PARTICIPATION_STATUS_REGISTERED
 
 
 async def test_join_own_activity_is_refused(service: Service) -> None:
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer)
-    await expect_error(join(service, organizer, activity), Code.FAILED_PRECONDITION,
-                       "USER_IS_ORGANIZER")
+    await expect_error(join(service, organizer, activity), Code.FAILED_PRECONDITION, "USER_IS_ORGANIZER")
 
 
 async def test_join_twice_is_already_joined_whether_registered_or_waitlisted(service: Service) -> None:
@@ -130,8 +127,7 @@ async def test_join_twice_is_already_joined_whether_registered_or_waitlisted(ser
 async def test_join_blocked_with_organizer_is_refused(service: Service, organizer_blocks: bool) -> None:
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer)
-    await (service.seed.block(organizer, user) if organizer_blocks
-           else service.seed.block(user, organizer))
+    await (service.seed.block(organizer, user) if organizer_blocks else service.seed.block(user, organizer))
     await expect_error(join(service, user, activity), Code.PERMISSION_DENIED, "BLOCKED_USER")
 
 
@@ -139,13 +135,13 @@ async def test_join_xxl_activity_ignores_blocks(service: Service) -> None:
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer, type_="xxl")
     await service.seed.block(organizer, user)
-    assert (await join(service, user, activity)).participation_status == \
-        pb.PARTICIPATION_STATUS_REGISTERED
+    assert (await join(service, user, activity)).participation_status == pb.PARTICIPATION_STATUS_REGISTERED
 
 
 @pytest.mark.parametrize("friendship", [None, "pending"])
 async def test_join_friends_only_without_accepted_friendship_is_refused(
-        service: Service, friendship: str | None) -> None:
+    service: Service, friendship: str | None
+) -> None:
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer, privacy="friends_only")
     if friendship:
@@ -157,8 +153,7 @@ async def test_join_friends_only_as_friend_registers(service: Service) -> None:
     organizer, friend = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer, privacy="friends_only")
     await service.seed.friends(friend, organizer)
-    assert (await join(service, friend, activity)).participation_status == \
-        pb.PARTICIPATION_STATUS_REGISTERED
+    assert (await join(service, friend, activity)).participation_status == pb.PARTICIPATION_STATUS_REGISTERED
 
 
 async def test_join_invite_only_without_invitation_is_refused(service: Service) -> None:
@@ -174,16 +169,16 @@ async def test_join_invite_only_with_expired_invitation_is_refused(service: Serv
     await expect_error(join(service, user, activity), Code.PERMISSION_DENIED, "INVITE_ONLY")
 
 
-async def test_join_invite_only_marks_invitation_accepted_even_when_waitlisted(
-        service: Service) -> None:
+async def test_join_invite_only_marks_invitation_accepted_even_when_waitlisted(service: Service) -> None:
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer, privacy="invite_only", max_participants=1)
     invitation = await service.seed.invitation(activity, user, organizer)
     reply = await join(service, user, activity)
     assert reply.participation_status == pb.PARTICIPATION_STATUS_WAITLISTED
     row = await service.seed.fetchrow(
-        "SELECT status::text, responded_at FROM activity.activity_invitations "
-        "WHERE invitation_id = $1", invitation)
+        "SELECT status::text, responded_at FROM activity.activity_invitations WHERE invitation_id = $1",
+        invitation,
+    )
     assert row["status"] == "accepted" and row["responded_at"] is not None
 
 
@@ -193,40 +188,34 @@ async def test_join_during_priority_window_is_refused_for_free_users(service: Se
     await expect_error(join(service, user, activity), Code.PERMISSION_DENIED, "PREMIUM_ONLY_PERIOD")
 
 
-async def test_join_during_priority_window_with_expired_premium_counts_as_free(
-        service: Service) -> None:
+async def test_join_during_priority_window_with_expired_premium_counts_as_free(service: Service) -> None:
     organizer = await service.seed.user()
-    lapsed = await service.seed.user(subscription="premium",
-                                     subscription_expires_at=now() - timedelta(days=1))
+    lapsed = await service.seed.user(
+        subscription="premium", subscription_expires_at=now() - timedelta(days=1)
+    )
     activity = await service.seed.activity(organizer, joinable_at_free=now() + timedelta(days=1))
-    await expect_error(join(service, lapsed, activity), Code.PERMISSION_DENIED,
-                       "PREMIUM_ONLY_PERIOD")
+    await expect_error(join(service, lapsed, activity), Code.PERMISSION_DENIED, "PREMIUM_ONLY_PERIOD")
 
 
 @pytest.mark.parametrize("level", ["club", "premium"])
-async def test_join_during_priority_window_is_open_to_paying_members(service: Service,
-                                                                     level: str) -> None:
+async def test_join_during_priority_window_is_open_to_paying_members(service: Service, level: str) -> None:
     organizer = await service.seed.user()
-    member = await service.seed.user(subscription=level,
-                                     subscription_expires_at=now() + timedelta(days=30))
+    member = await service.seed.user(subscription=level, subscription_expires_at=now() + timedelta(days=30))
     activity = await service.seed.activity(organizer, joinable_at_free=now() + timedelta(days=1))
-    assert (await join(service, member, activity)).participation_status == \
-        pb.PARTICIPATION_STATUS_REGISTERED
+    assert (await join(service, member, activity)).participation_status == pb.PARTICIPATION_STATUS_REGISTERED
 
 
 async def test_join_after_priority_window_is_open_to_free_users(service: Service) -> None:
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer, joinable_at_free=now() - timedelta(hours=1))
-    assert (await join(service, user, activity)).participation_status == \
-        pb.PARTICIPATION_STATUS_REGISTERED
+    assert (await join(service, user, activity)).participation_status == pb.PARTICIPATION_STATUS_REGISTERED
 
 
 async def test_join_checks_run_in_contract_order(service: Service) -> None:
     """A banned user blocked with the organizer of a started activity hears about the start."""
     organizer = await service.seed.user()
     user = await service.seed.user(status="banned")
-    activity = await service.seed.activity(organizer, starts_in=timedelta(minutes=-1),
-                                           privacy="invite_only")
+    activity = await service.seed.activity(organizer, starts_in=timedelta(minutes=-1), privacy="invite_only")
     await service.seed.block(organizer, user)
     await expect_error(join(service, user, activity), Code.FAILED_PRECONDITION, "ACTIVITY_IN_PAST")
 
@@ -239,9 +228,17 @@ async def test_failed_join_changes_nothing(service: Service) -> None:
     assert (counts["counter"], counts["registered"], counts["positions"]) == (1, 1, [])
 
 
-@pytest.mark.parametrize("activity_id", [
-    "", "not-a-uuid", "{12345678-1234-5678-1234-567812345678}", "12345678123456781234567812345678",
-    "urn:uuid:12345678-1234-5678-1234-567812345678", "12345678-1234-5678-1234-5678123456789"])
+@pytest.mark.parametrize(
+    "activity_id",
+    [
+        "",
+        "not-a-uuid",
+        "{12345678-1234-5678-1234-567812345678}",
+        "12345678123456781234567812345678",
+        "urn:uuid:12345678-1234-5678-1234-567812345678",
+        "12345678-1234-5678-1234-5678123456789",
+    ],
+)
 async def test_join_refuses_ids_not_in_canonical_form(service: Service, activity_id: str) -> None:
     user = await service.seed.user()
     with pytest.raises(grpc.aio.AioRpcError) as caught:

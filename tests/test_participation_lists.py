@@ -16,32 +16,37 @@ from tests.participation import join
 Code = grpc.StatusCode
 
 
-def participants(service: Service, user: uuid.UUID, activity: uuid.UUID, **fields: Any
-                 ) -> Awaitable[pb.ListParticipantsResponse]:
-    return service.call("ListParticipants", user,
-                        pb.ListParticipantsRequest(activity_id=str(activity), **fields))
+def participants(
+    service: Service, user: uuid.UUID, activity: uuid.UUID, **fields: Any
+) -> Awaitable[pb.ListParticipantsResponse]:
+    return service.call(
+        "ListParticipants", user, pb.ListParticipantsRequest(activity_id=str(activity), **fields)
+    )
 
 
-def history(service: Service, user: uuid.UUID, **fields: Any
-            ) -> Awaitable[pb.ListUserActivitiesResponse]:
+def history(service: Service, user: uuid.UUID, **fields: Any) -> Awaitable[pb.ListUserActivitiesResponse]:
     return service.call("ListUserActivities", user, pb.ListUserActivitiesRequest(**fields))
 
 
-async def test_participants_are_listed_organizer_then_co_organizers_then_members(
-        service: Service) -> None:
+async def test_participants_are_listed_organizer_then_co_organizers_then_members(service: Service) -> None:
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer)
     members = [await service.seed.user() for _ in range(3)]
     for user in members:
         await join(service, user, activity)
     await service.seed.conn.execute(
-        "UPDATE activity.participants SET role = 'co_organizer' WHERE user_id = $1", members[2])
+        "UPDATE activity.participants SET role = 'co_organizer' WHERE user_id = $1", members[2]
+    )
     reply = await participants(service, members[0], activity)
-    assert [p.user_id for p in reply.participants] == [str(u) for u in
-                                                       (organizer, members[2], members[0], members[1])]
+    assert [p.user_id for p in reply.participants] == [
+        str(u) for u in (organizer, members[2], members[0], members[1])
+    ]
     assert [p.role for p in reply.participants] == [
-        pb.PARTICIPANT_ROLE_ORGANIZER, pb.PARTICIPANT_ROLE_CO_ORGANIZER,
-        pb.PARTICIPANT_ROLE_MEMBER, pb.PARTICIPANT_ROLE_MEMBER]
+        pb.PARTICIPANT_ROLE_ORGANIZER,
+        pb.PARTICIPANT_ROLE_CO_ORGANIZER,
+        pb.PARTICIPANT_ROLE_MEMBER,
+        pb.PARTICIPANT_ROLE_MEMBER,
+    ]
     first = reply.participants[0]
     assert first.username and first.first_name == "Test" and first.last_name == "Tester"
     assert first.profile_photo_url.startswith("https://")
@@ -55,10 +60,10 @@ async def test_participants_role_and_cancelled_filters(service: Service) -> None
     activity = await service.seed.activity(organizer)
     await join(service, stays, activity)
     await join(service, goes, activity)
-    await service.call("CancelParticipation", goes,
-                       pb.CancelParticipationRequest(activity_id=str(activity)))
-    cancelled = await participants(service, stays, activity,
-                                   participation_status=pb.PARTICIPATION_STATUS_CANCELLED)
+    await service.call("CancelParticipation", goes, pb.CancelParticipationRequest(activity_id=str(activity)))
+    cancelled = await participants(
+        service, stays, activity, participation_status=pb.PARTICIPATION_STATUS_CANCELLED
+    )
     assert [p.user_id for p in cancelled.participants] == [str(goes)]
     members = await participants(service, stays, activity, role=pb.PARTICIPANT_ROLE_MEMBER)
     assert [p.user_id for p in members.participants] == [str(stays)]
@@ -68,8 +73,9 @@ async def test_participants_waitlisted_filter_is_invalid(service: Service) -> No
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await participants(service, organizer, activity,
-                           participation_status=pb.PARTICIPATION_STATUS_WAITLISTED)
+        await participants(
+            service, organizer, activity, participation_status=pb.PARTICIPATION_STATUS_WAITLISTED
+        )
     assert caught.value.code() == Code.INVALID_ARGUMENT
     violations = detail(caught.value, error_details_pb2.BadRequest).field_violations
     assert [v.field for v in violations] == ["participation_status"]
@@ -78,8 +84,9 @@ async def test_participants_waitlisted_filter_is_invalid(service: Service) -> No
 async def test_participants_of_unknown_enum_value_is_invalid(service: Service) -> None:
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer)
-    await expect_error(participants(service, organizer, activity, role=42),
-                       Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    await expect_error(
+        participants(service, organizer, activity, role=42), Code.INVALID_ARGUMENT, "INVALID_ARGUMENT"
+    )
 
 
 async def test_participants_never_show_users_blocked_with_caller(service: Service) -> None:
@@ -96,16 +103,15 @@ async def test_participants_never_show_users_blocked_with_caller(service: Servic
 
 @pytest.mark.parametrize("privacy", ["invite_only", "friends_only"])
 async def test_private_participant_list_is_reported_as_missing_to_outsiders(
-        service: Service, privacy: str) -> None:
+    service: Service, privacy: str
+) -> None:
     organizer, outsider = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer, privacy=privacy)
-    info = await expect_error(participants(service, outsider, activity), Code.NOT_FOUND,
-                              "ACTIVITY_NOT_FOUND")
+    info = await expect_error(participants(service, outsider, activity), Code.NOT_FOUND, "ACTIVITY_NOT_FOUND")
     assert info.metadata["activity_id"] == str(activity)
 
 
-async def test_friends_only_list_is_visible_to_friends_and_invite_only_to_invitees(
-        service: Service) -> None:
+async def test_friends_only_list_is_visible_to_friends_and_invite_only_to_invitees(service: Service) -> None:
     organizer, friend, invitee = [await service.seed.user() for _ in range(3)]
     friends_only = await service.seed.activity(organizer, privacy="friends_only")
     invite_only = await service.seed.activity(organizer, privacy="invite_only")
@@ -119,8 +125,7 @@ async def test_participant_list_hidden_from_user_blocked_with_organizer(service:
     organizer, blocked = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer)
     await service.seed.block(organizer, blocked)
-    await expect_error(participants(service, blocked, activity), Code.NOT_FOUND,
-                       "ACTIVITY_NOT_FOUND")
+    await expect_error(participants(service, blocked, activity), Code.NOT_FOUND, "ACTIVITY_NOT_FOUND")
 
 
 async def test_draft_participants_visible_to_its_organizer_only(service: Service) -> None:
@@ -140,10 +145,8 @@ async def test_participants_page_through_every_row_once_with_keyset_tokens(servi
     # A user joining between pages sorts last: no row shifts, repeats or goes missing.
     late = await service.seed.user()
     await join(service, late, activity)
-    second = await participants(service, organizer, activity, page_size=5,
-                                page_token=first.next_page_token)
-    third = await participants(service, organizer, activity, page_size=5,
-                               page_token=second.next_page_token)
+    second = await participants(service, organizer, activity, page_size=5, page_token=first.next_page_token)
+    third = await participants(service, organizer, activity, page_size=5, page_token=second.next_page_token)
     assert third.next_page_token == "" and third.total_size == 13
     seen = [p.user_id for page in (first, second, third) for p in page.participants]
     everyone = await participants(service, organizer, activity, page_size=100)
@@ -158,9 +161,13 @@ async def test_page_token_is_bound_to_its_request(service: Service) -> None:
         await join(service, await service.seed.user(), activity)
     token = (await participants(service, organizer, activity, page_size=2)).next_page_token
     assert token
-    await expect_error(participants(service, organizer, activity, page_size=2, page_token=token,
-                                    role=pb.PARTICIPANT_ROLE_MEMBER),
-                       Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    await expect_error(
+        participants(
+            service, organizer, activity, page_size=2, page_token=token, role=pb.PARTICIPANT_ROLE_MEMBER
+        ),
+        Code.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
     second = await participants(service, organizer, activity, page_size=10, page_token=token)
     assert len(second.participants) == 2 and second.next_page_token == ""
 
@@ -194,8 +201,7 @@ async def test_own_history_shows_registered_waitlisted_and_cancelled(service: Se
     await join(service, other, full)
     for activity in (registered, full, dropped):
         await join(service, me, activity)
-    await service.call("CancelParticipation", me,
-                       pb.CancelParticipationRequest(activity_id=str(dropped)))
+    await service.call("CancelParticipation", me, pb.CancelParticipationRequest(activity_id=str(dropped)))
     reply = await history(service, me)
     by_id = {a.activity_id: a for a in reply.activities}
     assert reply.total_size == 3
@@ -229,8 +235,10 @@ async def test_organized_filter_excludes_co_organized(service: Service) -> None:
     theirs = await service.seed.activity(organizer)
     await join(service, co, theirs)
     await service.seed.conn.execute(
-        "UPDATE activity.participants SET role = 'co_organizer' WHERE user_id = $1 "
-        "AND activity_id = $2", co, theirs)
+        "UPDATE activity.participants SET role = 'co_organizer' WHERE user_id = $1 AND activity_id = $2",
+        co,
+        theirs,
+    )
     reply = await history(service, co, filter=pb.USER_ACTIVITY_FILTER_ORGANIZED)
     assert [a.activity_id for a in reply.activities] == [str(mine)]
 
@@ -243,17 +251,18 @@ async def test_attended_filter_and_status_filter(service: Service) -> None:
         await join(service, me, activity)
     await service.seed.conn.execute(
         "UPDATE activity.participants SET attendance_status = 'attended' WHERE user_id = $1 "
-        "AND activity_id = $2", me, went)
+        "AND activity_id = $2",
+        me,
+        went,
+    )
     attended = await history(service, me, filter=pb.USER_ACTIVITY_FILTER_ATTENDED)
     assert [a.activity_id for a in attended.activities] == [str(went)]
     assert attended.activities[0].attendance_status == pb.ATTENDANCE_STATUS_ATTENDED
-    waitlisted = await history(service, me,
-                               participation_status=pb.PARTICIPATION_STATUS_WAITLISTED)
+    waitlisted = await history(service, me, participation_status=pb.PARTICIPATION_STATUS_WAITLISTED)
     assert waitlisted.total_size == 0
 
 
-async def test_another_users_history_shows_only_registered_in_visible_activities(
-        service: Service) -> None:
+async def test_another_users_history_shows_only_registered_in_visible_activities(service: Service) -> None:
     organizer, them, me, filler = [await service.seed.user() for _ in range(4)]
     public = await service.seed.activity(organizer)
     secret = await service.seed.activity(organizer, privacy="invite_only")
@@ -272,8 +281,7 @@ async def test_history_of_blocked_or_unknown_user_is_user_not_found(service: Ser
     me, blocker = await service.seed.user(), await service.seed.user()
     await service.seed.block(blocker, me)
     for target in (blocker, uuid.uuid4()):
-        info = await expect_error(history(service, me, user_id=str(target)), Code.NOT_FOUND,
-                                  "USER_NOT_FOUND")
+        info = await expect_error(history(service, me, user_id=str(target)), Code.NOT_FOUND, "USER_NOT_FOUND")
         assert info.metadata["user_id"] == str(target)
 
 
@@ -282,8 +290,9 @@ async def test_own_history_without_user_record_is_an_empty_page(service: Service
     assert (len(reply.activities), reply.total_size, reply.next_page_token) == (0, 0, "")
 
 
-@pytest.mark.parametrize("filter_,order", [(pb.USER_ACTIVITY_FILTER_UPCOMING, 1),
-                                           (pb.USER_ACTIVITY_FILTER_UNSPECIFIED, -1)])
+@pytest.mark.parametrize(
+    "filter_,order", [(pb.USER_ACTIVITY_FILTER_UPCOMING, 1), (pb.USER_ACTIVITY_FILTER_UNSPECIFIED, -1)]
+)
 async def test_history_pages_with_keyset_tokens(service: Service, filter_: int, order: int) -> None:
     organizer = await service.seed.user()
     made = [await service.seed.activity(organizer, starts_in=timedelta(days=d)) for d in range(1, 8)]
@@ -301,5 +310,4 @@ async def test_history_pages_with_keyset_tokens(service: Service, filter_: int, 
 
 async def test_history_of_malformed_user_id_is_invalid(service: Service) -> None:
     me = await service.seed.user()
-    await expect_error(history(service, me, user_id="123"), Code.INVALID_ARGUMENT,
-                       "INVALID_ARGUMENT")
+    await expect_error(history(service, me, user_id="123"), Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")

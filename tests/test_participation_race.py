@@ -23,8 +23,9 @@ async def test_200_concurrent_joins_fill_10_seats_and_queue_the_rest(service: Se
     assert (counts["registered"], counts["wait_counter"]) == (10, 190)
     # First come, first served: the queue order is the order in which joins were decided.
     rows = await service.seed.conn.fetch(
-        "SELECT position, created_at FROM activity.waitlist_entries WHERE activity_id = $1 "
-        "ORDER BY position", activity)
+        "SELECT position, created_at FROM activity.waitlist_entries WHERE activity_id = $1 ORDER BY position",
+        activity,
+    )
     assert [r["created_at"] for r in rows] == sorted(r["created_at"] for r in rows)
 
     # Concurrent leaves: five members and the last five in the queue at once. (Users near the
@@ -32,8 +33,10 @@ async def test_200_concurrent_joins_fill_10_seats_and_queue_the_rest(service: Se
     # free a seat of their own: right, but not the exact count asserted here.)
     tail = sorted(waitlisted, key=lambda r: r.waitlist_position)[-5:]
     leavers = [r.user_id for r in registered[:5]] + [r.user_id for r in tail]
-    leave = [service.call("LeaveActivity", uuid.UUID(u),
-                          pb.LeaveActivityRequest(activity_id=str(activity))) for u in leavers]
+    leave = [
+        service.call("LeaveActivity", uuid.UUID(u), pb.LeaveActivityRequest(activity_id=str(activity)))
+        for u in leavers
+    ]
     results = await asyncio.gather(*leave)
     promoted = [p for r in results for p in r.promoted_user_ids]
     assert len(promoted) == len(set(promoted)) == 5
@@ -50,8 +53,10 @@ async def test_concurrent_join_and_leave_keep_invariants(service: Service) -> No
     await asyncio.gather(*(service.call("JoinActivity", u, request) for u in first))
     second = [await service.seed.user() for _ in range(20)]
     leave = pb.LeaveActivityRequest(activity_id=str(activity))
-    await asyncio.gather(*(service.call("JoinActivity", u, request) for u in second),
-                         *(service.call("LeaveActivity", u, leave) for u in first[:10]))
+    await asyncio.gather(
+        *(service.call("JoinActivity", u, request) for u in second),
+        *(service.call("LeaveActivity", u, leave) for u in first[:10]),
+    )
     counts = await invariants(service, activity)
     assert counts["registered"] == 5
     assert counts["registered"] + counts["wait_counter"] == 1 + 40 - 10
@@ -61,8 +66,12 @@ async def test_300_joins_and_leaves_at_size_keep_invariants(database_url: str) -
     """Contract 4.3 at size: 10,000 members and 50 free seats; 250 newcomers join while 50
     members leave, all at once. 100 seats go round, the other 150 wait, in order, 1..n. (The
     waits are bounded generously: all 300 queue on one activity, however slow the machine.)"""
-    patient = test_settings(database_url, db_lock_timeout_ms=120_000,
-                            db_acquire_timeout_ms=120_000, db_statement_timeout_ms=120_000)
+    patient = test_settings(
+        database_url,
+        db_lock_timeout_ms=120_000,
+        db_acquire_timeout_ms=120_000,
+        db_statement_timeout_ms=120_000,
+    )
     async with serving(patient) as service:
         await race_at_size(service)
 
@@ -74,13 +83,20 @@ async def race_at_size(service: Service) -> None:
     members = [uuid.uuid4() for _ in range(9_999)]
     newcomers = [uuid.uuid4() for _ in range(250)]
     await seed.conn.copy_records_to_table(
-        "users", schema_name="activity", columns=["user_id", "email", "username", "password_hash"],
-        records=[(u, f"{u.hex}@example.test", u.hex, "x") for u in members + newcomers])
+        "users",
+        schema_name="activity",
+        columns=["user_id", "email", "username", "password_hash"],
+        records=[(u, f"{u.hex}@example.test", u.hex, "x") for u in members + newcomers],
+    )
     await seed.conn.copy_records_to_table(
-        "participants", schema_name="activity", columns=["activity_id", "user_id"],
-        records=[(activity, u) for u in members])
-    await seed.conn.execute("UPDATE activity.activities SET current_participants_count = 10000 "
-                            "WHERE activity_id = $1", activity)
+        "participants",
+        schema_name="activity",
+        columns=["activity_id", "user_id"],
+        records=[(activity, u) for u in members],
+    )
+    await seed.conn.execute(
+        "UPDATE activity.activities SET current_participants_count = 10000 WHERE activity_id = $1", activity
+    )
     join = pb.JoinActivityRequest(activity_id=str(activity))
     leave = pb.LeaveActivityRequest(activity_id=str(activity))
     leavers = members[::200]
@@ -93,20 +109,25 @@ async def race_at_size(service: Service) -> None:
     counts = await invariants(service, activity)
     assert (counts["registered"], counts["max_participants"]) == (10_050, 10_050)  # no free seat
     assert counts["wait_counter"] == 150
-    promoted = [p for r in replies if isinstance(r, pb.LeaveActivityResponse)
-                for p in r.promoted_user_ids]
+    promoted = [p for r in replies if isinstance(r, pb.LeaveActivityResponse) for p in r.promoted_user_ids]
     assert len(promoted) == len(set(promoted)) and set(promoted) <= {str(u) for u in newcomers}
     places = await seed.conn.fetch(
         "SELECT user_id, 'registered' AS place FROM activity.participants WHERE activity_id = $1 "
         "AND participation_status = 'registered' AND user_id = ANY($2::uuid[]) "
         "UNION ALL SELECT user_id, 'waiting' FROM activity.waitlist_entries "
-        "WHERE activity_id = $1", activity, newcomers + leavers)
+        "WHERE activity_id = $1",
+        activity,
+        newcomers + leavers,
+    )
     assert sorted(r["user_id"] for r in places) == sorted(newcomers)  # each in one place, once
     shown = []
     token = ""
     while True:  # the organizer's view of the queue, page by page
-        page = await service.call("ListWaitlist", organizer, pb.ListWaitlistRequest(
-            activity_id=str(activity), page_size=40, page_token=token))
+        page = await service.call(
+            "ListWaitlist",
+            organizer,
+            pb.ListWaitlistRequest(activity_id=str(activity), page_size=40, page_token=token),
+        )
         assert page.total_size == 150
         shown += [e.position for e in page.entries]
         if not (token := page.next_page_token):

@@ -27,8 +27,9 @@ FAIL_AFTER_TWO = "fail"
 Stream: TypeAlias = "grpc.aio.UnaryStreamCall[Any, Any]"  # a string: not generic at run time
 
 
-async def _stream(request: health_pb2.HealthCheckRequest, context: object
-                  ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+async def _stream(
+    request: health_pb2.HealthCheckRequest, context: object
+) -> AsyncIterator[health_pb2.HealthCheckResponse]:
     for _ in range(3):
         yield Reply(status=Reply.SERVING)
         if request.service == FAIL_AFTER_TWO:
@@ -38,13 +39,14 @@ async def _stream(request: health_pb2.HealthCheckRequest, context: object
 
 
 class _TestStreams(grpc.GenericRpcHandler):
-    def service(self, handler_call_details: grpc.HandlerCallDetails
-                ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if handler_call_details.method != STREAM:
             return None
         return grpc.unary_stream_rpc_method_handler(
-            _stream, request_deserializer=Request.FromString,
-            response_serializer=Reply.SerializeToString)
+            _stream, request_deserializer=Request.FromString, response_serializer=Reply.SerializeToString
+        )
 
 
 @contextlib.asynccontextmanager
@@ -54,15 +56,18 @@ async def streaming_service(database_url: str, **overrides: object) -> AsyncIter
         yield service
 
 
-def open_stream(service: Service, what: str = "", user: uuid.UUID | None = None,
-                raw: bytes | None = None) -> Stream:
+def open_stream(
+    service: Service, what: str = "", user: uuid.UUID | None = None, raw: bytes | None = None
+) -> Stream:
     metadata = service.auth(user) if user is not None else ()
     if raw is not None:
         undecodable: grpc.aio.UnaryStreamMultiCallable[bytes, Any] = service.channel.unary_stream(
-            STREAM, request_serializer=None, response_deserializer=Reply.FromString)
+            STREAM, request_serializer=None, response_deserializer=Reply.FromString
+        )
         return undecodable(raw, metadata=metadata)
     call: grpc.aio.UnaryStreamMultiCallable[Any, Any] = service.channel.unary_stream(
-        STREAM, request_serializer=Request.SerializeToString, response_deserializer=Reply.FromString)
+        STREAM, request_serializer=Request.SerializeToString, response_deserializer=Reply.FromString
+    )
     return call(Request(service=what), metadata=metadata)
 
 
@@ -97,20 +102,20 @@ async def test_an_error_raised_mid_stream_ends_it_with_its_status(database_url: 
 
 async def test_a_stream_is_counted_once_against_the_rate_limit(database_url: str) -> None:
     # TestStream has no class of its own, so it draws from the write budget (limit 4 here).
-    async with streaming_service(database_url, rate_limit_enabled=True,
-                                 rate_limits=RateLimits(write=4)) as service:
+    async with streaming_service(
+        database_url, rate_limit_enabled=True, rate_limits=RateLimits(write=4)
+    ) as service:
         user = uuid.uuid4()
         for _ in range(4):  # three messages each: counted once per stream, not per message
             assert len(await replies(open_stream(service, user=user))) == 3
-        await expect_error(replies(open_stream(service, user=user)),
-                           Code.RESOURCE_EXHAUSTED, "RATE_LIMITED")
+        await expect_error(replies(open_stream(service, user=user)), Code.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 
 
-async def test_an_undecodable_stream_request_is_invalid_argument_without_a_token(
-        database_url: str) -> None:
+async def test_an_undecodable_stream_request_is_invalid_argument_without_a_token(database_url: str) -> None:
     async with streaming_service(database_url) as service:
-        info = await expect_error(replies(open_stream(service, raw=b"\xff\xff\xff")),
-                                  Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+        info = await expect_error(
+            replies(open_stream(service, raw=b"\xff\xff\xff")), Code.INVALID_ARGUMENT, "INVALID_ARGUMENT"
+        )
         assert info.domain == "participation"
 
 
@@ -119,8 +124,9 @@ async def test_open_streams_count_against_the_concurrency_limit(database_url: st
         held = [open_stream(service, FOREVER, uuid.uuid4()) for _ in range(2)]
         for stream in held:
             await stream.read()  # open and admitted
-        info = await expect_error(replies(open_stream(service, FOREVER, uuid.uuid4())),
-                                  Code.RESOURCE_EXHAUSTED, "OVERLOADED")
+        info = await expect_error(
+            replies(open_stream(service, FOREVER, uuid.uuid4())), Code.RESOURCE_EXHAUSTED, "OVERLOADED"
+        )
         assert info.metadata["limit"] == "2"
         held[0].cancel()
         # The cancelled stream gave its place back (counted, not timed: the server may take a

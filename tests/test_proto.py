@@ -20,8 +20,9 @@ BUF = str(Path(sys.executable).parent / "buf")  # the buf-bin wheel: no Node nee
 
 
 async def run(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(*args, cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT)
+    proc = await asyncio.create_subprocess_exec(
+        *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     out, _ = await proc.communicate()
     return proc.returncode or 0, out.decode()
 
@@ -35,8 +36,9 @@ def _protogen() -> ModuleType:
 
 
 def _buf(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BUF, *args, "--config", "buf.yaml", "--path", PROTO], cwd=ROOT,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [BUF, *args, "--config", "buf.yaml", "--path", PROTO], cwd=ROOT, capture_output=True, text=True
+    )
 
 
 async def test_generated_code_matches_the_proto() -> None:
@@ -73,8 +75,13 @@ def test_buf_breaking_flags_a_removed_field(image: Path, tmp_path: Path) -> None
 def test_descriptor_set_carries_the_error_types_a_gateway_renders(image: Path) -> None:
     files = descriptor_pb2.FileDescriptorSet.FromString(image.read_bytes()).file
     messages = {f"{f.package}.{m.name}" for f in files for m in f.message_type}
-    assert {"google.rpc.Status", "google.rpc.ErrorInfo", "google.rpc.BadRequest",
-            "google.rpc.RetryInfo", "google.rpc.QuotaFailure"} <= messages
+    assert {
+        "google.rpc.Status",
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+        "google.rpc.QuotaFailure",
+    } <= messages
 
 
 def test_every_rpc_has_an_http_annotation() -> None:

@@ -60,18 +60,26 @@ async def admitted(limiter: Any, subject: str, limit_class: str, calls: int) -> 
 
 # --- classes -------------------------------------------------------------------------------
 
+
 def test_every_rpc_draws_from_a_named_class() -> None:
     service = participation_pb2.DESCRIPTOR.services_by_name["ParticipationService"]
     assert {m.name for m in service.methods} == set(METHOD_CLASSES)
     assert len(METHOD_CLASSES) == 18
 
 
-@pytest.mark.parametrize(("method", "expected"), [
-    ("JoinActivity", "write"), ("CancelInvitation", "write"), ("DemoteParticipant", "write"),
-    ("MarkAttendance", "bulk"), ("SendInvitations", "bulk"),
-    ("ConfirmAttendance", "confirm"),
-    ("ListWaitlist", "read"), ("ListPendingVerifications", "read"),
-])
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("JoinActivity", "write"),
+        ("CancelInvitation", "write"),
+        ("DemoteParticipant", "write"),
+        ("MarkAttendance", "bulk"),
+        ("SendInvitations", "bulk"),
+        ("ConfirmAttendance", "confirm"),
+        ("ListWaitlist", "read"),
+        ("ListPendingVerifications", "read"),
+    ],
+)
 def test_method_classes_follow_the_contract(method: str, expected: str) -> None:
     assert limit_class(method) == expected
 
@@ -81,18 +89,29 @@ def test_defaults_are_the_contract_limits() -> None:
 
 
 def test_limits_and_redis_url_come_from_the_environment() -> None:
-    settings = Settings.from_environ({
-        "REDIS_URL": "redis://cache:6379/2", "RATE_LIMIT_WRITE_PER_MINUTE": "7",
-        "RATE_LIMIT_BULK_PER_MINUTE": "2", "RATE_LIMIT_CONFIRM_PER_MINUTE": "9",
-        "RATE_LIMIT_READ_PER_MINUTE": "100", "RATE_LIMIT_ENABLED": "false"})
+    settings = Settings.from_environ(
+        {
+            "REDIS_URL": "redis://cache:6379/2",
+            "RATE_LIMIT_WRITE_PER_MINUTE": "7",
+            "RATE_LIMIT_BULK_PER_MINUTE": "2",
+            "RATE_LIMIT_CONFIRM_PER_MINUTE": "9",
+            "RATE_LIMIT_READ_PER_MINUTE": "100",
+            "RATE_LIMIT_ENABLED": "false",
+        }
+    )
     assert settings.redis_url == "redis://cache:6379/2"
     assert settings.rate_limits == RateLimits(write=7, bulk=2, confirm=9, read=100)
     assert settings.rate_limit_enabled is False
 
 
-@pytest.mark.parametrize("env", [{"REDIS_URL": "http://cache:6379"},
-                                 {"RATE_LIMIT_READ_PER_MINUTE": "0"},
-                                 {"RATE_LIMIT_WRITE_PER_MINUTE": "ten"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"REDIS_URL": "http://cache:6379"},
+        {"RATE_LIMIT_READ_PER_MINUTE": "0"},
+        {"RATE_LIMIT_WRITE_PER_MINUTE": "ten"},
+    ],
+)
 def test_bad_limiter_settings_stop_start_up_naming_the_variable(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=next(iter(env))):
         Settings.from_environ(env)
@@ -105,8 +124,8 @@ def test_redis_url_picks_the_shared_limiter_and_no_url_the_local_one() -> None:
 
 # --- in process ----------------------------------------------------------------------------
 
-async def test_local_limiter_admits_the_limit_then_refuses_until_the_oldest_call_expires(
-) -> None:
+
+async def test_local_limiter_admits_the_limit_then_refuses_until_the_oldest_call_expires() -> None:
     clock = Clock()
     limiter = LocalLimiter(LIMITS, clock)
     subject = user()
@@ -175,8 +194,10 @@ async def test_local_limiter_forgets_users_idle_for_a_window() -> None:
 
 # --- Redis ---------------------------------------------------------------------------------
 
+
 async def test_redis_burst_over_the_limit_is_refused_for_nearly_the_whole_window(
-        client: Redis, prefix: str) -> None:
+    client: Redis, prefix: str
+) -> None:
     limiter = RedisLimiter(client, LIMITS, prefix=prefix)
     subject = user()
     since = time.monotonic()
@@ -196,16 +217,16 @@ async def test_redis_refused_calls_do_not_count(client: Redis, prefix: str) -> N
     assert await client.zcard(f"{prefix}:bulk:{subject}") == 2
 
 
-async def test_redis_wait_is_until_the_blocking_call_leaves_the_window(
-        client: Redis, prefix: str) -> None:
+async def test_redis_wait_is_until_the_blocking_call_leaves_the_window(client: Redis, prefix: str) -> None:
     """Calls placed in the past on Redis's clock: one beyond the window no longer counts, and
     the wait is exactly until the oldest call still inside leaves it."""
     subject = user()
     key = f"{prefix}:write:{subject}"
     seconds, micros = await client.time()
     now = seconds * 1_000_000 + micros
-    await client.zadd(key, {"gone": now - 61_000_000, "a": now - 59_500_000,
-                            "b": now - 30_000_000, "c": now - 1_000_000})
+    await client.zadd(
+        key, {"gone": now - 61_000_000, "a": now - 59_500_000, "b": now - 30_000_000, "c": now - 1_000_000}
+    )
     limiter = RedisLimiter(client, LIMITS, prefix=prefix)
     refused = await limiter.acquire(subject, "write")
     assert not refused.allowed
@@ -228,12 +249,12 @@ async def test_redis_keys_expire_after_one_window(client: Redis, prefix: str) ->
 
 
 async def test_concurrent_calls_through_two_clients_admit_exactly_the_limit(
-        redis_url: str, prefix: str) -> None:
+    redis_url: str, prefix: str
+) -> None:
     clients = [Redis.from_url(redis_url) for _ in range(2)]
     limiters = [RedisLimiter(c, LIMITS, prefix=prefix) for c in clients]
     subject = user()
-    decisions = await asyncio.gather(*(limiters[i % 2].acquire(subject, "read")
-                                       for i in range(60)))
+    decisions = await asyncio.gather(*(limiters[i % 2].acquire(subject, "read") for i in range(60)))
     assert sum(d.allowed for d in decisions) == 5
     for c in clients:
         await c.aclose()
@@ -256,6 +277,7 @@ async def test_script_is_loaded_again_when_redis_forgot_it(prefix: str) -> None:
 
 
 # --- fallback and recovery -----------------------------------------------------------------
+
 
 class FlakyScript:
     """Stands in for the Redis script: fails while `down`, else admits everything."""
@@ -295,12 +317,15 @@ class FlakyClient:
 
 
 async def test_unreachable_redis_is_replaced_by_the_local_limiter_logged_and_counted_once(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     outages = metrics.sample("participation_ratelimit_redis_outages_total")
     fallbacks = metrics.sample("participation_ratelimit_fallback_decisions_total")
-    limiter = RedisLimiter(Redis.from_url(f"redis://127.0.0.1:{free_port()}/0",
-                                          socket_connect_timeout=0.5),
-                           LIMITS, retry_seconds=0)
+    limiter = RedisLimiter(
+        Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5),
+        LIMITS,
+        retry_seconds=0,
+    )
     subject = user()
     with caplog.at_level(logging.WARNING, "participation_grpc.ratelimit"):
         assert await admitted(limiter, subject, "write", 6) == 3  # still limited, never open
@@ -312,7 +337,8 @@ async def test_unreachable_redis_is_replaced_by_the_local_limiter_logged_and_cou
 
 
 async def test_redis_is_asked_again_only_after_the_back_off_and_then_used_again(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     clock, client = Clock(), FlakyClient()
     limiter = RedisLimiter(client, LIMITS, retry_seconds=5, clock=clock)  # type: ignore[arg-type]
     subject = user()

@@ -35,15 +35,18 @@ def private_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def replicas(database_url: str, private_redis: RedisServer
-                   ) -> AsyncIterator[tuple[Server, Server]]:
+async def replicas(database_url: str, private_redis: RedisServer) -> AsyncIterator[tuple[Server, Server]]:
     """Two servers sharing the private Redis; an unreachable Redis is asked again at once, so
     the test drives recovery by its calls, not by waiting."""
-    settings = settings_for(database_url, rate_limit_enabled=True, rate_limits=LIMITS,
-                            redis_url=private_redis.url, redis_retry_seconds=0.0)
+    settings = settings_for(
+        database_url,
+        rate_limit_enabled=True,
+        rate_limits=LIMITS,
+        redis_url=private_redis.url,
+        redis_retry_seconds=0.0,
+    )
     async with serving(settings) as first, serving(settings) as second:
-        yield (Server(first.app, first.channel, settings),
-               Server(second.app, second.channel, settings))
+        yield (Server(first.app, first.channel, settings), Server(second.app, second.channel, settings))
 
 
 def using_redis(server: Server) -> bool:
@@ -59,8 +62,8 @@ async def health(server: Server, service: str) -> int:
 
 
 async def test_redis_outage_falls_back_to_local_limits_and_recovers_the_shared_budget(
-        replicas: tuple[Server, Server], private_redis: RedisServer,
-        caplog: pytest.LogCaptureFixture) -> None:
+    replicas: tuple[Server, Server], private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     first, second = replicas
     user = uuid.uuid4()
     for server in (first, second, first, second):
@@ -97,8 +100,8 @@ async def test_redis_outage_falls_back_to_local_limits_and_recovers_the_shared_b
 
 
 async def test_a_redis_restart_is_no_outage_and_logs_nothing(
-        replicas: tuple[Server, Server], private_redis: RedisServer,
-        caplog: pytest.LogCaptureFixture) -> None:
+    replicas: tuple[Server, Server], private_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
     """Before: every pooled connection Redis had closed failed one later call, each counted and
     logged as an outage of its own (about 12 flips in 6 s). Now a closed connection is retried
     once on a fresh one, so a restart that is over before the next call is not an outage."""

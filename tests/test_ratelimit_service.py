@@ -35,11 +35,17 @@ def random_id() -> str:
 # on its own merits, which still counts against the budget.
 CALLS: dict[str, Callable[[], tuple[str, Any]]] = {
     "write": lambda: ("JoinActivity", pb.JoinActivityRequest(activity_id=random_id())),
-    "bulk": lambda: ("MarkAttendance", pb.MarkAttendanceRequest(
-        activity_id=random_id(), entries=[pb.AttendanceEntry(
-            user_id=random_id(), status=pb.ATTENDANCE_STATUS_ATTENDED)])),
-    "confirm": lambda: ("ConfirmAttendance", pb.ConfirmAttendanceRequest(
-        activity_id=random_id(), user_id=random_id())),
+    "bulk": lambda: (
+        "MarkAttendance",
+        pb.MarkAttendanceRequest(
+            activity_id=random_id(),
+            entries=[pb.AttendanceEntry(user_id=random_id(), status=pb.ATTENDANCE_STATUS_ATTENDED)],
+        ),
+    ),
+    "confirm": lambda: (
+        "ConfirmAttendance",
+        pb.ConfirmAttendanceRequest(activity_id=random_id(), user_id=random_id()),
+    ),
     "read": lambda: ("ListUserActivities", pb.ListUserActivitiesRequest()),
 }
 
@@ -73,7 +79,6 @@ class Server:
             await getattr(self.stub, method)(request, metadata=self.auth(user_id))
         assert caught.value.code() == Code.RESOURCE_EXHAUSTED, caught.value.details()
         return caught.value
-
 
 
 StartServer = Callable[..., Awaitable[Server]]
@@ -119,7 +124,8 @@ def assert_waits_out_the_window(exc: grpc.aio.AioRpcError, since: float) -> None
 
 @pytest.mark.parametrize("limit_class", ["write", "bulk", "confirm", "read"])
 async def test_burst_over_a_class_limit_is_refused_with_the_wait_and_the_quota(
-        servers: StartServer, limit_class: str) -> None:
+    servers: StartServer, limit_class: str
+) -> None:
     server = await servers()
     user = uuid.uuid4()
     limit = getattr(RateLimits(), limit_class)
@@ -138,16 +144,16 @@ async def test_admitted_calls_count_whatever_their_outcome(servers: StartServer)
     server = await servers(rate_limits=RateLimits(write=3))
     user = uuid.uuid4()
     for _ in range(3):
-        reply = server.stub.JoinActivity(pb.JoinActivityRequest(activity_id="not-a-uuid"),
-                                         metadata=server.auth(user))
+        reply = server.stub.JoinActivity(
+            pb.JoinActivityRequest(activity_id="not-a-uuid"), metadata=server.auth(user)
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await reply
         assert caught.value.code() == Code.INVALID_ARGUMENT
     await server.refusal("write", user)
 
 
-async def test_bad_tokens_are_refused_before_the_limiter_and_spend_nothing(
-        servers: StartServer) -> None:
+async def test_bad_tokens_are_refused_before_the_limiter_and_spend_nothing(servers: StartServer) -> None:
     server = await servers(rate_limits=RateLimits(write=2))
     user = uuid.uuid4()
     forged = (("authorization", "Bearer not.a.token"),)

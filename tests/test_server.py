@@ -28,8 +28,9 @@ SERVICE = "participation.v1.ParticipationService"
 
 async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """A command run without blocking the event loop that serves it."""
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, env=env)
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
     out, err = await proc.communicate()
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -38,14 +39,19 @@ async def test_grpcurl_lists_services_through_reflection_without_token(service: 
     code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "list")
     assert code == 0, err
     assert {SERVICE, "grpc.health.v1.Health"} <= set(out.split())
-    code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe",
-                               SERVICE)
+    code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe", SERVICE)
     assert code == 0 and "rpc JoinActivity" in out and "/v1/activities/{activity_id}:join" in out, err
-    code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe",
-                               "participation.v1.JoinActivityRequest")
+    code, out, err = await run(
+        str(BIN / "grpcurl"),
+        "-plaintext",
+        service.address,
+        "describe",
+        "participation.v1.JoinActivityRequest",
+    )
     assert code == 0 and "activity_id" in out, err
-    code, out, err = await run(str(BIN / "grpcurl"), "-plaintext", service.address, "describe",
-                               f"{SERVICE}.JoinActivity")
+    code, out, err = await run(
+        str(BIN / "grpcurl"), "-plaintext", service.address, "describe", f"{SERVICE}.JoinActivity"
+    )
     assert code == 0 and "rpc JoinActivity" in out, err
 
 
@@ -53,8 +59,15 @@ async def test_grpcurl_joins_an_activity_with_a_bearer_token(service: Service) -
     organizer, user = await service.seed.user(), await service.seed.user()
     activity = await service.seed.activity(organizer)
     code, out, err = await run(
-        str(BIN / "grpcurl"), "-plaintext", "-H", f"authorization: Bearer {service.token(user)}",
-        "-d", json.dumps({"activity_id": str(activity)}), service.address, f"{SERVICE}/JoinActivity")
+        str(BIN / "grpcurl"),
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {service.token(user)}",
+        "-d",
+        json.dumps({"activity_id": str(activity)}),
+        service.address,
+        f"{SERVICE}/JoinActivity",
+    )
     assert code == 0, err
     reply = json.loads(out)  # grpcurl prints the proto's own field names
     assert reply["participation_status"] == "PARTICIPATION_STATUS_REGISTERED"
@@ -64,9 +77,15 @@ async def test_grpcurl_joins_an_activity_with_a_bearer_token(service: Service) -
 async def test_grpcurl_shows_error_details(service: Service) -> None:
     user = await service.seed.user()
     code, _, err = await run(
-        str(BIN / "grpcurl"), "-plaintext", "-H", f"authorization: Bearer {service.token(user)}",
-        "-d", json.dumps({"activity_id": str(uuid.uuid4())}), service.address,
-        f"{SERVICE}/JoinActivity")
+        str(BIN / "grpcurl"),
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {service.token(user)}",
+        "-d",
+        json.dumps({"activity_id": str(uuid.uuid4())}),
+        service.address,
+        f"{SERVICE}/JoinActivity",
+    )
     assert code != 0
     assert "NotFound" in err and "ACTIVITY_NOT_FOUND" in err
 
@@ -83,34 +102,49 @@ async def test_health_is_not_serving_when_database_is_unreachable() -> None:
     settings = test_settings(unreachable)
     async with running(settings) as app, grpc.aio.insecure_channel(app.address) as channel:
         reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=SERVICE))
+            health_pb2.HealthCheckRequest(service=SERVICE)
+        )
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
         # Calls say the database is unavailable, in words fit for a caller.
         stub = pb_grpc.ParticipationServiceStub(channel)
         token = mint_token(settings, uuid.uuid4())
         await expect_error(
-            stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(uuid.uuid4())),
-                              metadata=(("authorization", f"Bearer {token}"),)),
-            grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
+            stub.JoinActivity(
+                pb.JoinActivityRequest(activity_id=str(uuid.uuid4())),
+                metadata=(("authorization", f"Bearer {token}"),),
+            ),
+            grpc.StatusCode.UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+        )
 
 
 # What an empty request gets from each RPC: the lists about the caller answer; everything else
 # names the id it is missing. Every method of the service is listed, so a new one must be added.
 EMPTY_REQUEST = {
-    "JoinActivity": "activity_id", "LeaveActivity": "activity_id",
-    "CancelParticipation": "activity_id", "ListParticipants": "activity_id",
-    "ListUserActivities": None, "PromoteParticipant": "activity_id",
-    "DemoteParticipant": "activity_id", "MarkAttendance": "activity_id",
-    "ConfirmAttendance": "activity_id", "ListPendingVerifications": None,
-    "SendInvitations": "activity_id", "AcceptInvitation": "invitation_id",
-    "DeclineInvitation": "invitation_id", "CancelInvitation": "invitation_id",
-    "ListReceivedInvitations": None, "ListSentInvitations": None, "ListWaitlist": "activity_id",
+    "JoinActivity": "activity_id",
+    "LeaveActivity": "activity_id",
+    "CancelParticipation": "activity_id",
+    "ListParticipants": "activity_id",
+    "ListUserActivities": None,
+    "PromoteParticipant": "activity_id",
+    "DemoteParticipant": "activity_id",
+    "MarkAttendance": "activity_id",
+    "ConfirmAttendance": "activity_id",
+    "ListPendingVerifications": None,
+    "SendInvitations": "activity_id",
+    "AcceptInvitation": "invitation_id",
+    "DeclineInvitation": "invitation_id",
+    "CancelInvitation": "invitation_id",
+    "ListReceivedInvitations": None,
+    "ListSentInvitations": None,
+    "ListWaitlist": "activity_id",
     "WatchActivity": "activity_id",
 }
 
 
 async def test_every_method_is_implemented_and_an_empty_request_names_the_missing_field(
-        service: Service) -> None:
+    service: Service,
+) -> None:
     """No method answers UNIMPLEMENTED (or UNKNOWN, or INTERNAL): with an empty request each
     either answers or refuses INVALID_ARGUMENT naming the field it needs."""
     user = await service.seed.user()
@@ -138,7 +172,8 @@ async def wait_for_lock_waiter(conn: asyncpg.Connection) -> None:
         await conn.execute("SELECT pg_stat_clear_snapshot()")
         waiting = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
-            "AND wait_event_type = 'Lock'")
+            "AND wait_event_type = 'Lock'"
+        )
         if waiting:
             return
         await asyncio.sleep(0.01)
@@ -153,9 +188,16 @@ async def test_sigterm_drains_in_flight_calls_then_exits_zero(database_url: str)
     organizer, user, late = await seed.user(), await seed.user(), await seed.user()
     activity = await seed.activity(organizer)
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_PORT": str(port),
-           "GRPC_HOST": "127.0.0.1", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "WARNING",
-           "SHUTDOWN_GRACE_SECONDS": "30", "DB_LOCK_TIMEOUT_MS": "30000"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GRPC_PORT": str(port),
+        "GRPC_HOST": "127.0.0.1",
+        "RATE_LIMIT_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+        "SHUTDOWN_GRACE_SECONDS": "30",
+        "DB_LOCK_TIMEOUT_MS": "30000",
+    }
     env.pop("REDIS_URL", None)
     proc = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), "serve", env=env)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -171,17 +213,19 @@ async def test_sigterm_drains_in_flight_calls_then_exits_zero(database_url: str)
 
     lock = conn.transaction()
     await lock.start()
-    await conn.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 FOR UPDATE",
-                       activity)
+    await conn.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 FOR UPDATE", activity)
     in_flight = asyncio.ensure_future(
-        stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)), metadata=auth(user)))
+        stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)), metadata=auth(user))
+    )
     await wait_for_lock_waiter(conn)
 
     proc.terminate()
     assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
-    await expect_error(stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)),
-                                         metadata=auth(late)),
-                       grpc.StatusCode.UNAVAILABLE, "SHUTTING_DOWN")
+    await expect_error(
+        stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)), metadata=auth(late)),
+        grpc.StatusCode.UNAVAILABLE,
+        "SHUTTING_DOWN",
+    )
     await lock.rollback()
     reply = await in_flight
     assert reply.participation_status == pb.PARTICIPATION_STATUS_REGISTERED
@@ -191,13 +235,17 @@ async def test_sigterm_drains_in_flight_calls_then_exits_zero(database_url: str)
     await conn.close()
 
 
-@pytest.mark.parametrize("environ,variable", [
-    ({"ENVIRONMENT": "production"}, "JWT_SECRET_KEY"),
-    ({"ENVIRONMENT": "production", "JWT_SECRET_KEY": "short"}, "JWT_SECRET_KEY"),
-    ({"GRPC_PORT": "fifty"}, "GRPC_PORT"),
-])
+@pytest.mark.parametrize(
+    "environ,variable",
+    [
+        ({"ENVIRONMENT": "production"}, "JWT_SECRET_KEY"),
+        ({"ENVIRONMENT": "production", "JWT_SECRET_KEY": "short"}, "JWT_SECRET_KEY"),
+        ({"GRPC_PORT": "fifty"}, "GRPC_PORT"),
+    ],
+)
 async def test_serve_refuses_bad_configuration_naming_the_variable(
-        database_url: str, environ: dict[str, str], variable: str) -> None:
+    database_url: str, environ: dict[str, str], variable: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GRPC_"))}
     env.update({"DATABASE_URL": database_url, **environ})
     code, _, err = await run(str(BIN / "participation-grpc"), "serve", env=env)
@@ -206,15 +254,23 @@ async def test_serve_refuses_bad_configuration_naming_the_variable(
 
 @pytest.mark.parametrize("command", ["serve", "dev"])
 async def test_a_second_server_on_a_taken_port_exits_2_naming_grpc_port(
-        service: Service, command: str) -> None:
+    service: Service, command: str
+) -> None:
     """One process binds its port alone: a second `serve` or `make run` on it (another
     checkout's, say) says so and exits, instead of silently sharing the first one's
     connections through SO_REUSEPORT, which only WORKERS needs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "GRPC_"))}
-    env.update({"DATABASE_URL": service.settings.database_url or "", "GRPC_HOST": "127.0.0.1",
-                "GRPC_PORT": str(service.app.port), "METRICS_PORT": "0"})
-    proc = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), command,
-                                                stderr=asyncio.subprocess.PIPE, env=env)
+    env.update(
+        {
+            "DATABASE_URL": service.settings.database_url or "",
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": str(service.app.port),
+            "METRICS_PORT": "0",
+        }
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "participation-grpc"), command, stderr=asyncio.subprocess.PIPE, env=env
+    )
     try:  # bounded: a second server that did bind would serve until killed
         _, err = await asyncio.wait_for(proc.communicate(), 120)
     except TimeoutError:
@@ -234,10 +290,10 @@ async def test_deadline_cancels_the_database_work(service: Service) -> None:
     locker = await asyncpg.connect(service.settings.database_url)
     lock = locker.transaction()
     await lock.start()
-    await locker.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 FOR UPDATE",
-                         activity)
-    call = service.stub.JoinActivity(pb.JoinActivityRequest(activity_id=str(activity)),
-                                     metadata=service.auth(user), timeout=1.0)
+    await locker.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 FOR UPDATE", activity)
+    call = service.stub.JoinActivity(
+        pb.JoinActivityRequest(activity_id=str(activity)), metadata=service.auth(user), timeout=1.0
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -245,7 +301,8 @@ async def test_deadline_cancels_the_database_work(service: Service) -> None:
         await locker.execute("SELECT pg_stat_clear_snapshot()")  # see wait_for_lock_waiter
         waiting = await locker.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
-            "AND wait_event_type = 'Lock'")
+            "AND wait_event_type = 'Lock'"
+        )
         if waiting == 0:
             break
         await asyncio.sleep(0.01)
@@ -264,15 +321,19 @@ async def test_each_rpc_runs_exactly_one_statement(database_url: str) -> None:
     async with serving(settings, query_logger=lambda q: statements.append(q.query)) as service:
         organizer, user = await service.seed.user(), await service.seed.user()
         activity = await service.seed.activity(organizer)
-        calls = [("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
-                 ("ListParticipants", pb.ListParticipantsRequest(activity_id=str(activity))),
-                 ("ListUserActivities", pb.ListUserActivitiesRequest()),
-                 ("ListReceivedInvitations", pb.ListReceivedInvitationsRequest()),
-                 ("LeaveActivity", pb.LeaveActivityRequest(activity_id=str(activity))),
-                 ("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
-                 ("CancelParticipation", pb.CancelParticipationRequest(activity_id=str(activity))),
-                 ("SendInvitations", pb.SendInvitationsRequest(activity_id=str(activity),
-                                                               user_ids=[str(organizer)]))]
+        calls = [
+            ("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
+            ("ListParticipants", pb.ListParticipantsRequest(activity_id=str(activity))),
+            ("ListUserActivities", pb.ListUserActivitiesRequest()),
+            ("ListReceivedInvitations", pb.ListReceivedInvitationsRequest()),
+            ("LeaveActivity", pb.LeaveActivityRequest(activity_id=str(activity))),
+            ("JoinActivity", pb.JoinActivityRequest(activity_id=str(activity))),
+            ("CancelParticipation", pb.CancelParticipationRequest(activity_id=str(activity))),
+            (
+                "SendInvitations",
+                pb.SendInvitationsRequest(activity_id=str(activity), user_ids=[str(organizer)]),
+            ),
+        ]
         for method, request in calls:
             before = len(statements)
             with contextlib.suppress(grpc.aio.AioRpcError):  # failing calls count too

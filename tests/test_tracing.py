@@ -32,9 +32,13 @@ PARENT_ID = "00f067aa0ba902b7"
 
 # The tracing machinery. (redis-py 8 imports OpenTelemetry's API and metrics SDK by itself
 # whenever they are installed; none of these.)
-TRACING_MODULES = ("participation_grpc.tracing", "opentelemetry.sdk.trace",
-                   "opentelemetry.exporter", "opentelemetry.instrumentation",
-                   "opentelemetry.propagate")
+TRACING_MODULES = (
+    "participation_grpc.tracing",
+    "opentelemetry.sdk.trace",
+    "opentelemetry.exporter",
+    "opentelemetry.instrumentation",
+    "opentelemetry.propagate",
+)
 LOADED = textwrap.dedent("""
     import asyncio, sys
     import grpc
@@ -56,9 +60,16 @@ LOADED = textwrap.dedent("""
 
 async def _loaded(database_url: str, endpoint: str) -> set[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", LOADED, database_url,
-                                                endpoint, env=env, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        LOADED,
+        database_url,
+        endpoint,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     return set(out.decode().split())
@@ -88,14 +99,16 @@ class _Receiver:
 
 
 async def test_serve_continues_the_callers_traceparent_with_spans_for_the_call_and_statement(
-        database_url: str) -> None:
+    database_url: str,
+) -> None:
     from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
     receiver = _Receiver()
     collector = grpc.aio.server()
     # opentelemetry-proto's _pb2_grpc modules carry no annotations (its _pb2 ones have stubs).
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        receiver, collector)
+        receiver, collector
+    )
     otlp_port = collector.add_insecure_port("127.0.0.1:0")
     await collector.start()
     conn = await asyncpg.connect(database_url)
@@ -106,29 +119,40 @@ async def test_serve_continues_the_callers_traceparent_with_spans_for_the_call_a
     finally:
         await conn.close()
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url, "GRPC_HOST": "127.0.0.1",
-           "GRPC_PORT": str(port), "METRICS_PORT": "0", "LOG_FORMAT": "json",
-           "RATE_LIMIT_ENABLED": "false", "SHUTDOWN_PAUSE_SECONDS": "0",
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(port),
+        "METRICS_PORT": "0",
+        "LOG_FORMAT": "json",
+        "RATE_LIMIT_ENABLED": "false",
+        "SHUTDOWN_PAUSE_SECONDS": "0",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}",
+    }
     server = await asyncio.create_subprocess_exec(
-        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE)
+        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60)
+                health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=60
+            )
             token = mint_token(Settings.from_environ(env), user)
             await pb_grpc.ParticipationServiceStub(channel).JoinActivity(
                 pb.JoinActivityRequest(activity_id=str(activity)),
-                metadata=(("authorization", f"Bearer {token}"),
-                          ("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),
-                          ("x-request-id", "traced-1")))
+                metadata=(
+                    ("authorization", f"Bearer {token}"),
+                    ("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),
+                    ("x-request-id", "traced-1"),
+                ),
+            )
     finally:
         server.send_signal(signal.SIGTERM)  # the drain flushes what is buffered
         _, stderr = await asyncio.wait_for(server.communicate(), 60)
         await collector.stop(0)
     assert server.returncode == 0, stderr.decode()
-    ours = [(service, span) for service, span in receiver.spans
-            if span.trace_id.hex() == TRACE_ID]
+    ours = [(service, span) for service, span in receiver.spans if span.trace_id.hex() == TRACE_ID]
     [(service, call)] = [(s, span) for s, span in ours if span.kind == span.SPAN_KIND_SERVER]
     assert service["service.name"] == "participation-grpc"
     assert call.name == f"{SERVICE_NAME}/JoinActivity"
@@ -143,6 +167,9 @@ async def test_serve_continues_the_callers_traceparent_with_spans_for_the_call_a
     sql = {a.key: a.value.string_value for a in statements[0].attributes}
     assert any("sp_join_activity" in value for value in sql.values()), sql
     # The access line names the trace, so logs and traces meet.
-    [line] = [json.loads(line) for line in stderr.decode().splitlines()
-              if '"traced-1"' in line and "JoinActivity" in line]
+    [line] = [
+        json.loads(line)
+        for line in stderr.decode().splitlines()
+        if '"traced-1"' in line and "JoinActivity" in line
+    ]
     assert line["trace_id"] == TRACE_ID

@@ -21,7 +21,8 @@ JOINED, WAITLISTED = pb.PARTICIPATION_EVENT_TYPE_JOINED, pb.PARTICIPATION_EVENT_
 
 async def join(service: Service, user: uuid.UUID, activity: uuid.UUID) -> pb.JoinActivityResponse:
     reply: pb.JoinActivityResponse = await service.call(
-        "JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
+        "JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity))
+    )
     return reply
 
 
@@ -37,15 +38,15 @@ def reason(exc: grpc.aio.AioRpcError) -> tuple[Code, str]:
 
 
 async def test_a_stream_replays_from_after_sequence_then_goes_live_and_resumes_without_gap(
-        service: Service) -> None:
+    service: Service,
+) -> None:
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer, max_participants=50)
     first = await joiners(service, activity, 5)
     stream = watch(service, activity, organizer, after_sequence=0)
     seen = await take(stream, 3)
     stream.cancel()  # the client goes away after sequence 3
-    assert [(e.sequence, e.user_id) for e in seen] == [(i + 1, str(u)) for i, u in
-                                                       enumerate(first[:3])]
+    assert [(e.sequence, e.user_id) for e in seen] == [(i + 1, str(u)) for i, u in enumerate(first[:3])]
 
     resumed = watch(service, activity, organizer, after_sequence=seen[-1].sequence)
     replayed = await take(resumed, 2)
@@ -56,8 +57,7 @@ async def test_a_stream_replays_from_after_sequence_then_goes_live_and_resumes_w
     assert [(e.sequence, e.user_id) for e in live] == [(6, str(later[0])), (7, str(later[1]))]
 
 
-async def test_without_after_sequence_a_stream_carries_changes_from_now_on(
-        service: Service) -> None:
+async def test_without_after_sequence_a_stream_carries_changes_from_now_on(service: Service) -> None:
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer, max_participants=100)
     await joiners(service, activity, 3)
@@ -73,8 +73,7 @@ async def test_without_after_sequence_a_stream_carries_changes_from_now_on(
     assert events[0].sequence > 3 and events[1].sequence == events[0].sequence + 1
 
 
-async def test_a_change_through_one_replica_reaches_a_watcher_on_the_other(
-        database_url: str) -> None:
+async def test_a_change_through_one_replica_reaches_a_watcher_on_the_other(database_url: str) -> None:
     settings = test_settings(database_url)
     async with serving(settings) as one, serving(settings) as other:
         organizer = await one.seed.user()
@@ -91,7 +90,8 @@ async def test_a_change_through_one_replica_reaches_a_watcher_on_the_other(
 
 
 async def test_200_concurrent_joins_on_10_seats_while_watching_agree_with_the_database(
-        service: Service) -> None:
+    service: Service,
+) -> None:
     seed = service.seed
     organizer = await seed.user()
     activity = await seed.activity(organizer, max_participants=10)
@@ -108,12 +108,16 @@ async def test_200_concurrent_joins_on_10_seats_while_watching_agree_with_the_da
     assert (len(joined), len(waitlisted)) == (9, 190)
     registered = await seed.conn.fetch(
         "SELECT user_id::text FROM activity.participants WHERE activity_id = $1 "
-        "AND participation_status = 'registered' AND role = 'member'", activity)
+        "AND participation_status = 'registered' AND role = 'member'",
+        activity,
+    )
     assert sorted(joined) == sorted(r["user_id"] for r in registered)
     # Positions 1..190 in the order of the stream, which is the queue's order in the table.
     assert [p for p, _ in waitlisted] == list(range(1, 191))
-    queue = await seed.conn.fetch("SELECT user_id::text FROM activity.waitlist_entries "
-                                  "WHERE activity_id = $1 ORDER BY position", activity)
+    queue = await seed.conn.fetch(
+        "SELECT user_id::text FROM activity.waitlist_entries WHERE activity_id = $1 ORDER BY position",
+        activity,
+    )
     assert [u for _, u in waitlisted] == [r["user_id"] for r in queue]
     by_user = {r.user_id: r for r in replies}
     assert all(by_user[u].waitlist_position == p for p, u in waitlisted)
@@ -129,12 +133,10 @@ async def test_events_of_users_blocked_with_the_watcher_are_left_out(service: Se
         await join(service, user, activity)
     seen_by_co = await take(watch(service, activity, co_organizer, after_sequence=0), 1)
     assert [(e.sequence, e.user_id) for e in seen_by_co] == [(2, str(other))]  # 1 skipped
-    assert [e.user_id for e in await replay(service, activity, organizer)] == [
-        str(blocked), str(other)]
+    assert [e.user_id for e in await replay(service, activity, organizer)] == [str(blocked), str(other)]
 
 
-async def test_a_co_organizer_demoted_while_watching_is_ended_with_not_authorized(
-        service: Service) -> None:
+async def test_a_co_organizer_demoted_while_watching_is_ended_with_not_authorized(service: Service) -> None:
     seed = service.seed
     organizer, co_organizer = await seed.user(), await seed.user()
     activity = await seed.activity(organizer)
@@ -142,13 +144,17 @@ async def test_a_co_organizer_demoted_while_watching_is_ended_with_not_authorize
     stream = watch(service, activity, co_organizer, after_sequence=0)
     await joiners(service, activity, 1)
     await take(stream, 1)
-    await service.call("DemoteParticipant", organizer, pb.DemoteParticipantRequest(
-        activity_id=str(activity), user_id=str(co_organizer)))
+    await service.call(
+        "DemoteParticipant",
+        organizer,
+        pb.DemoteParticipantRequest(activity_id=str(activity), user_id=str(co_organizer)),
+    )
     assert reason(await ended(stream)) == (Code.PERMISSION_DENIED, "NOT_AUTHORIZED")
 
 
 async def test_a_watcher_blocked_by_the_organizer_loses_the_stream_without_any_event(
-        service: Service) -> None:
+    service: Service,
+) -> None:
     """A block is no event of the activity: the periodic re-check ends the stream (contract:
     within 5 s)."""
     seed = service.seed
@@ -168,9 +174,11 @@ async def test_who_may_watch(service: Service) -> None:
     activity = await seed.activity(organizer)
     hidden = await seed.activity(organizer, status="draft")
     await join(service, member, activity)
-    cases = [(member, activity, (Code.PERMISSION_DENIED, "NOT_AUTHORIZED")),
-             (stranger, hidden, (Code.NOT_FOUND, "ACTIVITY_NOT_FOUND")),
-             (stranger, uuid.uuid4(), (Code.NOT_FOUND, "ACTIVITY_NOT_FOUND"))]
+    cases = [
+        (member, activity, (Code.PERMISSION_DENIED, "NOT_AUTHORIZED")),
+        (stranger, hidden, (Code.NOT_FOUND, "ACTIVITY_NOT_FOUND")),
+        (stranger, uuid.uuid4(), (Code.NOT_FOUND, "ACTIVITY_NOT_FOUND")),
+    ]
     for user, target, expected in cases:
         assert reason(await ended(watch(service, target, user, after_sequence=0))) == expected
 
@@ -179,11 +187,15 @@ async def test_bad_requests_name_the_field(service: Service) -> None:
     organizer = await service.seed.user()
     activity = await service.seed.activity(organizer)
     await joiners(service, activity, 2)
-    for target, after, field in ((activity, -1, "after_sequence"), (activity, 3, "after_sequence"),
-                                 ("nope", 0, "activity_id")):
+    for target, after, field in (
+        (activity, -1, "after_sequence"),
+        (activity, 3, "after_sequence"),
+        ("nope", 0, "activity_id"),
+    ):
         stream = service.stub.WatchActivity(
             pb.WatchActivityRequest(activity_id=str(target), after_sequence=after),
-            metadata=service.auth(organizer))
+            metadata=service.auth(organizer),
+        )
         exc = await ended(stream)
         assert reason(exc) == (Code.INVALID_ARGUMENT, "INVALID_ARGUMENT")
         assert field in (exc.details() or "")
@@ -195,10 +207,14 @@ async def test_resuming_before_the_retention_is_events_expired(service: Service)
     await joiners(service, activity, 4)
     await service.seed.conn.execute(
         "UPDATE activity.participation_events SET occurred_at = now() - interval '40 days' "
-        "WHERE activity_id = $1 AND sequence <= 2", activity)
+        "WHERE activity_id = $1 AND sequence <= 2",
+        activity,
+    )
     assert await Retention(service.app.db, days=30, relayed_only=False).prune() == 2
     assert reason(await ended(watch(service, activity, organizer, after_sequence=1))) == (
-        Code.FAILED_PRECONDITION, "EVENTS_EXPIRED")
+        Code.FAILED_PRECONDITION,
+        "EVENTS_EXPIRED",
+    )
     kept = await take(watch(service, activity, organizer, after_sequence=2), 2)
     assert [e.sequence for e in kept] == [3, 4]
 
@@ -221,13 +237,13 @@ async def test_a_sixth_stream_of_one_user_is_rate_limited(service: Service) -> N
         while True:  # the cancelled stream's place frees once the server has seen it go
             with contextlib.suppress(grpc.aio.AioRpcError):
                 return await take(watch(service, activity, organizer, after_sequence=1), 1)
+
     assert [e.user_id for e in await asyncio.wait_for(reopened(), 60)] == [str(others)]
     for stream in streams:
         stream.cancel()
 
 
-async def test_a_stream_counts_once_against_the_read_budget_whatever_it_carries(
-        database_url: str) -> None:
+async def test_a_stream_counts_once_against_the_read_budget_whatever_it_carries(database_url: str) -> None:
     settings = test_settings(database_url, rate_limit_enabled=True, rate_limits=RateLimits(read=2))
     async with serving(settings) as service:
         organizer = await service.seed.user()
@@ -235,8 +251,9 @@ async def test_a_stream_counts_once_against_the_read_budget_whatever_it_carries(
         await joiners(service, activity, 3)
         stream = watch(service, activity, organizer, after_sequence=0)
         assert len(await take(stream, 3)) == 3  # three messages, one read
-        await service.call("ListParticipants", organizer,
-                           pb.ListParticipantsRequest(activity_id=str(activity)))  # the second
+        await service.call(
+            "ListParticipants", organizer, pb.ListParticipantsRequest(activity_id=str(activity))
+        )  # the second
         exc = await ended(watch(service, activity, organizer, after_sequence=0))
         assert reason(exc) == (Code.RESOURCE_EXHAUSTED, "RATE_LIMITED")
         assert dict(error_info(exc).metadata) == {"limit_class": "read", "limit": "2"}

@@ -35,16 +35,20 @@ SHUTTING_DOWN = re.compile(r"\[(\d+)\] \S+: shutting down")
 DRAINED = re.compile(r"worker (\d) drained: (\d+) calls answered \((.*)\)")
 
 
-@pytest.mark.parametrize("environ,accepted", [
-    ({"WORKERS": "2"}, False),  # rate limits are on by default
-    ({"WORKERS": "2", "RATE_LIMIT_ENABLED": "true"}, False),
-    ({"WORKERS": "2", "RATE_LIMIT_ENABLED": "false"}, True),
-    ({"WORKERS": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"}, True),
-    ({"WORKERS": "1"}, True),
-    ({"WORKERS": "0", "RATE_LIMIT_ENABLED": "false"}, False),
-])
+@pytest.mark.parametrize(
+    "environ,accepted",
+    [
+        ({"WORKERS": "2"}, False),  # rate limits are on by default
+        ({"WORKERS": "2", "RATE_LIMIT_ENABLED": "true"}, False),
+        ({"WORKERS": "2", "RATE_LIMIT_ENABLED": "false"}, True),
+        ({"WORKERS": "2", "REDIS_URL": "redis://127.0.0.1:6379/0"}, True),
+        ({"WORKERS": "1"}, True),
+        ({"WORKERS": "0", "RATE_LIMIT_ENABLED": "false"}, False),
+    ],
+)
 def test_workers_setting_needs_redis_while_rate_limits_are_on(
-        environ: dict[str, str], accepted: bool) -> None:
+    environ: dict[str, str], accepted: bool
+) -> None:
     if accepted:
         assert Settings.from_environ(environ).workers == int(environ["WORKERS"])
     else:
@@ -56,8 +60,12 @@ async def test_serve_refuses_two_workers_without_redis_naming_workers(database_u
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "RATE_LIMIT_"))}
     env.update({"DATABASE_URL": database_url, "WORKERS": "2", "GRPC_PORT": "0"})
     proc = await asyncio.create_subprocess_exec(
-        str(BIN / "participation-grpc"), "serve", env=env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        str(BIN / "participation-grpc"),
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert "WORKERS=2" in err.decode() and "REDIS_URL" in err.decode()
@@ -86,11 +94,13 @@ class Supervisor:
     async def until(self, pattern: re.Pattern[str], count: int = 1) -> list[re.Match[str]]:
         """The first `count` lines matching, once they have been logged (or the log ended)."""
         async with self.changed:
+
             def found() -> list[re.Match[str]]:
                 return [m for line in self.lines if (m := pattern.search(line))]
 
-            await asyncio.wait_for(self.changed.wait_for(
-                lambda: len(found()) >= count or "<EOF>" in self.lines), 120)
+            await asyncio.wait_for(
+                self.changed.wait_for(lambda: len(found()) >= count or "<EOF>" in self.lines), 120
+            )
             assert len(found()) >= count, "\n".join(self.lines)
             return found()[:count]
 
@@ -101,13 +111,23 @@ class Supervisor:
 @asynccontextmanager
 async def supervisor(database_url: str, **environ: str) -> AsyncIterator[Supervisor]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "GRPC_"))}
-    env.update({"DATABASE_URL": database_url, "WORKERS": "2", "GRPC_HOST": "127.0.0.1",
-                "GRPC_PORT": "0", "RATE_LIMIT_ENABLED": "false", "LOG_LEVEL": "INFO",
-                "SHUTDOWN_PAUSE_SECONDS": "1",
-                # Not the default 9464: another server on the machine may hold it.
-                "METRICS_PORT": str(free_port()), **environ})
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "WORKERS": "2",
+            "GRPC_HOST": "127.0.0.1",
+            "GRPC_PORT": "0",
+            "RATE_LIMIT_ENABLED": "false",
+            "LOG_LEVEL": "INFO",
+            "SHUTDOWN_PAUSE_SECONDS": "1",
+            # Not the default 9464: another server on the machine may hold it.
+            "METRICS_PORT": str(free_port()),
+            **environ,
+        }
+    )
     proc = await asyncio.create_subprocess_exec(
-        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE)
+        str(BIN / "participation-grpc"), "serve", env=env, stderr=asyncio.subprocess.PIPE
+    )
     started = Supervisor(proc)
     reader = asyncio.ensure_future(started.read())
     try:
@@ -155,15 +175,15 @@ async def lock_waiters(conn: asyncpg.Connection, at_least: int) -> None:
     for _ in range(2000):
         waiting = await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'participation-grpc' "
-            "AND datname = current_database() AND wait_event_type = 'Lock'")
+            "AND datname = current_database() AND wait_event_type = 'Lock'"
+        )
         if waiting >= at_least:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"fewer than {at_least} service connections ever waited on a lock")
 
 
-async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
-        database_url: str) -> None:
+async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(database_url: str) -> None:
     """32 connections spread over the two workers, each joining users one after another. The
     activity's row is locked so calls are in flight in both workers when SIGTERM arrives; once
     both drain, the lock goes. The calls in flight are answered OK, later ones are refused
@@ -176,9 +196,11 @@ async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
     activity = await seed.activity(organizer, max_participants=100_000)
     users = [uuid.uuid4() for _ in range(800)]
     await conn.copy_records_to_table(
-        "users", schema_name="activity",
+        "users",
+        schema_name="activity",
         columns=["user_id", "email", "username", "password_hash", "first_name", "last_name"],
-        records=[(u, f"{u.hex}@example.test", f"u{u.hex}", "x", "Test", "Tester") for u in users])
+        records=[(u, f"{u.hex}@example.test", f"u{u.hex}", "x", "Test", "Tester") for u in users],
+    )
     settings = test_settings(database_url)
     todo = iter(users)
     outcomes: Counter[str] = Counter()
@@ -186,12 +208,20 @@ async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
     ok_after_sigterm = 0
 
     # Waits are long so the held lock only delays the calls; the grace covers the whole drain.
-    async with supervisor(database_url, SHUTDOWN_GRACE_SECONDS="60", DB_LOCK_TIMEOUT_MS="60000",
-                          DB_STATEMENT_TIMEOUT_MS="60000", DB_ACQUIRE_TIMEOUT_MS="60000") as sup:
+    async with supervisor(
+        database_url,
+        SHUTDOWN_GRACE_SECONDS="60",
+        DB_LOCK_TIMEOUT_MS="60000",
+        DB_STATEMENT_TIMEOUT_MS="60000",
+        DB_ACQUIRE_TIMEOUT_MS="60000",
+    ) as sup:
         # A pool of its own per channel, so each channel is a connection of its own.
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{sup.port}",
-                                              options=[("grpc.use_local_subchannel_pool", 1)])
-                    for _ in range(CHANNELS)]
+        channels = [
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{sup.port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for _ in range(CHANNELS)
+        ]
 
         async def joiner(channel: grpc.aio.Channel) -> None:
             nonlocal ok_after_sigterm
@@ -200,8 +230,10 @@ async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
                 token = mint_token(settings, user)
                 try:
                     reply = await stub.JoinActivity(
-                        pb.JoinActivityRequest(activity_id=str(activity)), timeout=120,
-                        metadata=(("authorization", f"Bearer {token}"),))
+                        pb.JoinActivityRequest(activity_id=str(activity)),
+                        timeout=120,
+                        metadata=(("authorization", f"Bearer {token}"),),
+                    )
                 except grpc.aio.AioRpcError as exc:
                     outcomes[outcome(exc)] += 1
                     return
@@ -219,8 +251,7 @@ async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
         locker = await asyncpg.connect(database_url)
         lock = locker.transaction()
         await lock.start()
-        await locker.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 "
-                             "FOR UPDATE", activity)
+        await locker.execute("SELECT 1 FROM activity.activities WHERE activity_id = $1 FOR UPDATE", activity)
         locked.set()
         # More than one worker's share of connections per activity (a quarter of its pool of
         # 20) wait on the lock: calls are in flight in both workers.
@@ -236,33 +267,36 @@ async def test_two_workers_share_the_port_and_drain_under_load_on_sigterm(
         for channel in channels:
             await channel.close()
 
-    assert set(outcomes) <= {"OK", "UNAVAILABLE SHUTTING_DOWN", "UNAVAILABLE port closed"}, \
-        (outcomes, sup.log())
+    assert set(outcomes) <= {"OK", "UNAVAILABLE SHUTTING_DOWN", "UNAVAILABLE port closed"}, (
+        outcomes,
+        sup.log(),
+    )
     assert outcomes["OK"] > 4 * CHANNELS
     # The calls seen waiting on the lock had been received: each was answered OK, not cut.
     assert ok_after_sigterm >= 6, outcomes
     joined = await conn.fetchval(
         "SELECT count(*) FROM activity.participants WHERE activity_id = $1 AND user_id <> $2",
-        activity, organizer)
+        activity,
+        organizer,
+    )
     await conn.close()
     assert joined == outcomes["OK"]
     by_worker = tallies(sup.log())
     assert set(by_worker) == {1, 2}, sup.log()
     assert all(t["JoinActivity OK"] > 0 for t in by_worker.values()), by_worker
     assert sum(t["JoinActivity OK"] for t in by_worker.values()) == outcomes["OK"]
-    assert not any(key.endswith((" CANCELLED", " UNKNOWN", " INTERNAL"))
-                   for t in by_worker.values() for key in t), by_worker
+    assert not any(
+        key.endswith((" CANCELLED", " UNKNOWN", " INTERNAL")) for t in by_worker.values() for key in t
+    ), by_worker
 
 
-async def test_a_worker_that_dies_stops_the_others_and_the_supervisor_exits_1(
-        database_url: str) -> None:
+async def test_a_worker_that_dies_stops_the_others_and_the_supervisor_exits_1(database_url: str) -> None:
     async with supervisor(database_url) as sup:
         os.kill(sup.workers[1], signal.SIGKILL)
         assert await asyncio.wait_for(sup.proc.wait(), 120) == 1
     log = sup.log()
     assert f"worker 1 (pid {sup.workers[1]}) died of SIGKILL: stopping the other workers" in log
     assert "worker 2 drained: " in log and "worker 1 drained" not in log
-
 
 
 async def test_workers_drain_when_the_supervisor_is_killed(database_url: str) -> None:

@@ -16,8 +16,7 @@ DEADLINE_SECONDS = 60.0
 _TYPE = pb.ParticipationEventType
 
 
-def watch(service: Service, activity: uuid.UUID, user: uuid.UUID,
-          after_sequence: int | None = None) -> Any:
+def watch(service: Service, activity: uuid.UUID, user: uuid.UUID, after_sequence: int | None = None) -> Any:
     request = pb.WatchActivityRequest(activity_id=str(activity))
     if after_sequence is not None:
         request.after_sequence = after_sequence
@@ -26,8 +25,10 @@ def watch(service: Service, activity: uuid.UUID, user: uuid.UUID,
 
 async def take(stream: Any, count: int) -> list[pb.ActivityEvent]:
     """The next `count` events of an open stream (the stream stays open)."""
+
     async def read() -> list[pb.ActivityEvent]:
         return [await stream.read() for _ in range(count)]
+
     events = await asyncio.wait_for(read(), DEADLINE_SECONDS)
     assert grpc.aio.EOF not in events, "the stream ended early"
     return events
@@ -36,8 +37,9 @@ async def take(stream: Any, count: int) -> list[pb.ActivityEvent]:
 async def replay(service: Service, activity: uuid.UUID, user: uuid.UUID) -> list[pb.ActivityEvent]:
     """Every stored event of the activity as `user` sees them (from sequence 0, up to the last)."""
     last = await service.seed.conn.fetchval(
-        "SELECT coalesce(max(sequence), 0) FROM activity.participation_events "
-        "WHERE activity_id = $1", activity)
+        "SELECT coalesce(max(sequence), 0) FROM activity.participation_events WHERE activity_id = $1",
+        activity,
+    )
     stream = watch(service, activity, user, after_sequence=0)
     try:
         events: list[pb.ActivityEvent] = []
@@ -65,6 +67,7 @@ def described(event: pb.ActivityEvent) -> tuple[Any, ...]:
 
 async def ended(stream: Any) -> grpc.aio.AioRpcError:
     """Reads on until the stream fails; returns its error (events before it are dropped)."""
+
     async def read_to_error() -> grpc.aio.AioRpcError:
         while True:
             try:
@@ -72,4 +75,5 @@ async def ended(stream: Any) -> grpc.aio.AioRpcError:
                     raise AssertionError("the stream ended without an error")
             except grpc.aio.AioRpcError as exc:
                 return exc
+
     return await asyncio.wait_for(read_to_error(), DEADLINE_SECONDS)

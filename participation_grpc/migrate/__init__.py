@@ -60,35 +60,43 @@ BEGIN
     END LOOP;
 END $$;
 """
-_RECORD = (f"INSERT INTO {checks.BOOKKEEPING} (version, checksum) VALUES ($1, $2) "
-           "ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()")
+_RECORD = (
+    f"INSERT INTO {checks.BOOKKEEPING} (version, checksum) VALUES ($1, $2) "
+    "ON CONFLICT (version) DO UPDATE SET checksum = EXCLUDED.checksum, applied_at = now()"
+)
 
 
-async def migrate(dsn: str, *, dry_run: bool = False, sql: Traversable = PACKAGED,
-                  patience: float = PATIENCE_SECONDS) -> Report:
+async def migrate(
+    dsn: str, *, dry_run: bool = False, sql: Traversable = PACKAGED, patience: float = PATIENCE_SECONDS
+) -> Report:
     """Bring the database up to date; returns what was applied and repaired. Raises
     MigrationError (one line for the operator) when it refuses or a step fails."""
     started = time.monotonic()
     source = Source.read(sql)
     try:
         # No statement cache: the repairs replace one temporary function under the same name.
-        conn = await asyncpg.connect(dsn, statement_cache_size=0, server_settings={
-            "application_name": "participation-grpc migrate"})
+        conn = await asyncpg.connect(
+            dsn, statement_cache_size=0, server_settings={"application_name": "participation-grpc migrate"}
+        )
     except (OSError, asyncpg.PostgresError) as exc:
         raise MigrationError(f"cannot connect to the database: {exc}") from exc
     try:
         return await _run(conn, dsn, source, dry_run, patience, started)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # Outside the steps (which name themselves): the checks, the lock, the connection.
-        kept = ("dry run: nothing was changed" if dry_run
-                else "every step applied so far is complete; run migrate again")
+        kept = (
+            "dry run: nothing was changed"
+            if dry_run
+            else "every step applied so far is complete; run migrate again"
+        )
         raise MigrationError(f"stopped: {' '.join(str(exc).split())}; {kept}") from exc
     finally:
         await conn.close()  # closing the session releases the advisory lock
 
 
-async def _run(conn: asyncpg.Connection, dsn: str, source: Source, dry_run: bool,
-               patience: float, started: float) -> Report:
+async def _run(
+    conn: asyncpg.Connection, dsn: str, source: Source, dry_run: bool, patience: float, started: float
+) -> Report:
     """The run on migrate's connection: checks, then the steps (all in one transaction that is
     rolled back, in a dry run)."""
     await _lock(conn)
@@ -130,8 +138,7 @@ async def _lock(conn: asyncpg.Connection) -> None:
         await asyncio.sleep(_LOCK_POLL_SECONDS)
 
 
-async def _apply_migrations(steps: Steps, source: Source, done: dict[str, str],
-                            report: Report) -> None:
+async def _apply_migrations(steps: Steps, source: Source, done: dict[str, str], report: Report) -> None:
     for name, text in source.migrations:
         if name in done:
             continue
@@ -171,6 +178,7 @@ async def _repair(steps: Steps, source: Source, report: Report) -> None:
     boolean): it fixes one kind of inconsistency and returns a row per thing it fixed (or, with
     changed false, found and left). All of them run in one transaction, after the procedures,
     which some of them call (a promotion is made exactly as a leave makes it)."""
+
     async def run(conn: asyncpg.Connection) -> list[asyncpg.Record]:
         found: list[asyncpg.Record] = []
         for _, text in source.repairs:
@@ -189,11 +197,15 @@ async def _repair(steps: Steps, source: Source, report: Report) -> None:
 _RECONCILED = {
     "current_participants_count": ("seat counters out of step with the rows: recomputed", "seats"),
     "waitlist_count": ("waitlist counters out of step with the queue: recomputed", "waiting"),
-    "overbooking_excess": ("overbooked activities (more registered than max_participants): the "
-                           "counter stays at max_participants, the seats beyond it recorded",
-                           "excess"),
-    "seats_filled": ("free seats beside a waiting queue: filled from its head as a leave would",
-                     "registered"),
+    "overbooking_excess": (
+        "overbooked activities (more registered than max_participants): the "
+        "counter stays at max_participants, the seats beyond it recorded",
+        "excess",
+    ),
+    "seats_filled": (
+        "free seats beside a waiting queue: filled from its head as a leave would",
+        "registered",
+    ),
 }
 
 

@@ -22,13 +22,13 @@ async def recorded(conn: asyncpg.Connection) -> dict[str, str]:
 def refuse_edited_migrations(source: Source, done: dict[str, str]) -> None:
     """An applied migration is history: a file that no longer matches what was applied would
     make this database differ from every other one migrated with it."""
-    edited = [name for name, text in source.migrations
-              if name in done and done[name] != checksum(text)]
+    edited = [name for name, text in source.migrations if name in done and done[name] != checksum(text)]
     if edited:
         raise MigrationError(
             f"refused: migration {', '.join(edited)} was changed after it was applied here (its "
             "checksum differs from the one recorded); restore the released file and put the "
-            "change in a new migration. Nothing was changed.")
+            "change in a new migration. Nothing was changed."
+        )
 
 
 async def procedures_pending(conn: asyncpg.Connection, source: Source, done: dict[str, str]) -> bool:
@@ -37,7 +37,9 @@ async def procedures_pending(conn: asyncpg.Connection, source: Source, done: dic
     names = source.procedure_names
     found = await conn.fetchval(
         "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-        "WHERE n.nspname = 'activity' AND p.proname = ANY ($1::name[])", names)
+        "WHERE n.nspname = 'activity' AND p.proname = ANY ($1::name[])",
+        names,
+    )
     return done.get(PROCEDURES_VERSION) != source.procedures_checksum or found != len(names)
 
 
@@ -66,17 +68,22 @@ async def refuse_dependents(conn: asyncpg.Connection, source: Source) -> None:
              AND NOT (d.classid = 'pg_proc'::regclass
                       AND EXISTS (SELECT 1 FROM pg_proc q WHERE q.oid = d.objid
                                     AND q.pronamespace = n.oid AND q.proname = ANY ($1::name[])))
-           ORDER BY 1, 2""", source.procedure_names)
+           ORDER BY 1, 2""",
+        source.procedure_names,
+    )
     if rows:
         named = "; ".join(f"{r['dependent']} depends on {r['procedure']}" for r in rows)
         raise MigrationError(
             f"refused: {named}. migrate replaces that procedure, so drop the dependent object "
             "(or rebuild it on the new procedure after migrating) and run migrate again. "
-            "Nothing was changed.")
+            "Nothing was changed."
+        )
 
 
-CALLERS = ("functions of other services that call a replaced procedure by name (check that their "
-           "calls fit its new signature)")
+CALLERS = (
+    "functions of other services that call a replaced procedure by name (check that their "
+    "calls fit its new signature)"
+)
 
 
 async def callers_by_name(conn: asyncpg.Connection, source: Source) -> list[str]:
@@ -94,5 +101,8 @@ async def callers_by_name(conn: asyncpg.Connection, source: Source) -> list[str]
             WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
               AND n.nspname NOT LIKE 'pg\_temp\_%'
               AND NOT (n.nspname = 'activity' AND p.proname = ANY ($2::name[]))
-            GROUP BY 1 ORDER BY 1""", procedures, source.procedure_names)
+            GROUP BY 1 ORDER BY 1""",
+        procedures,
+        source.procedure_names,
+    )
     return [f"{r['caller']} calls {r['called']}" for r in rows]

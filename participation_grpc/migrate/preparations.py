@@ -38,25 +38,35 @@ class Preparation:
 
 
 async def _constraint_exists(steps: Steps, name: str) -> bool:
-    return bool(await steps.conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
-        WAITLIST, name))
+    return bool(
+        await steps.conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2)",
+            WAITLIST,
+            name,
+        )
+    )
 
 
 async def _column_nullable(steps: Steps, column: str) -> bool | None:
     """None when the column does not exist."""
     return await steps.conn.fetchval(  # type: ignore[no-any-return]
         "SELECT NOT attnotnull FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 "
-        "AND NOT attisdropped", WAITLIST, column)
+        "AND NOT attisdropped",
+        WAITLIST,
+        column,
+    )
 
 
 async def fill_waitlist_ids(steps: Steps, report: Report) -> None:
     """Before anything joins on waitlist_id. The predecessor's column had a default but allowed
     NULL, and rows written with an explicit NULL exist."""
-    rows = await steps.batches("filling NULL waitlist ids", f"""
+    rows = await steps.batches(
+        "filling NULL waitlist ids",
+        f"""
         UPDATE {WAITLIST} w SET waitlist_id = gen_random_uuid()
         WHERE w.ctid = ANY (ARRAY(SELECT ctid FROM {WAITLIST} WHERE waitlist_id IS NULL LIMIT {_BATCH}))
-        RETURNING w.activity_id || '/' || w.user_id AS id""")
+        RETURNING w.activity_id || '/' || w.user_id AS id""",
+    )
     for row in rows:
         report.add(NULL_IDS, row["id"])
 
@@ -68,8 +78,10 @@ async def _make_not_null_cheap(steps: Steps, column: str) -> None:
     check = f"waitlist_entries_{column}_filled"
     if not await _column_nullable(steps, column) or await _constraint_exists(steps, check):
         return
-    await steps.execute(f"checking {column}", f"ALTER TABLE {WAITLIST} ADD CONSTRAINT {check} "
-                                              f"CHECK ({column} IS NOT NULL) NOT VALID")
+    await steps.execute(
+        f"checking {column}",
+        f"ALTER TABLE {WAITLIST} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID",
+    )
     await steps.execute(f"checking {column}", f"ALTER TABLE {WAITLIST} VALIDATE CONSTRAINT {check}")
 
 
@@ -77,8 +89,7 @@ async def _drop_not_null_check(steps: Steps, column: str) -> None:
     """Once the column is NOT NULL the helper CHECK says nothing more."""
     check = f"waitlist_entries_{column}_filled"
     if await _constraint_exists(steps, check) and await _column_nullable(steps, column) is False:
-        await steps.execute(f"checking {column}",
-                            f"ALTER TABLE {WAITLIST} DROP CONSTRAINT IF EXISTS {check}")
+        await steps.execute(f"checking {column}", f"ALTER TABLE {WAITLIST} DROP CONSTRAINT IF EXISTS {check}")
 
 
 # 0002 and 0004 each compute row_number() over the whole waitlist in this order while they hold
@@ -91,8 +102,12 @@ _ORDER_INDEX = "waitlist_entries_migrate_order_idx"
 async def _order_index(steps: Steps) -> None:
     if steps.dry_run:  # it only shortens the locks; a dry run holds its locks to the end anyway
         return
-    await steps.build_index(f"CREATE INDEX IF NOT EXISTS {_ORDER_INDEX} ON {WAITLIST} "
-                            "(activity_id, position, created_at, waitlist_id);", "activity", _ORDER_INDEX)
+    await steps.build_index(
+        f"CREATE INDEX IF NOT EXISTS {_ORDER_INDEX} ON {WAITLIST} "
+        "(activity_id, position, created_at, waitlist_id);",
+        "activity",
+        _ORDER_INDEX,
+    )
     await steps.vacuum(WAITLIST)
 
 
@@ -103,7 +118,9 @@ async def before_service_tables(steps: Steps, report: Report) -> None:
         return
     await fill_waitlist_ids(steps, report)
     # Batches of activities; the order is exactly 0002's, so 0002's UPDATE then finds nothing.
-    rows = await steps.batches("renumbering waitlist positions", f"""
+    rows = await steps.batches(
+        "renumbering waitlist positions",
+        f"""
         WITH ranked AS (
             SELECT waitlist_id, activity_id, position,
                    row_number() OVER (PARTITION BY activity_id
@@ -117,23 +134,33 @@ async def before_service_tables(steps: Steps, report: Report) -> None:
             WHERE r.waitlist_id = w.waitlist_id AND w.position <> r.rn
               AND r.activity_id IN (SELECT activity_id FROM unordered)
             RETURNING w.activity_id)
-        SELECT DISTINCT activity_id::text AS id FROM moved""")
+        SELECT DISTINCT activity_id::text AS id FROM moved""",
+    )
     for row in sorted(rows, key=lambda r: str(r["id"])):
         report.add(POSITIONS, row["id"])
     if not await _constraint_exists(steps, "waitlist_entries_position_unique"):
         await steps.build_index(
             f"CREATE UNIQUE INDEX IF NOT EXISTS waitlist_entries_position_unique ON {WAITLIST} "
-            "(activity_id, position);", "activity", "waitlist_entries_position_unique")
-        await steps.execute("waitlist position constraint",
-                            f"ALTER TABLE {WAITLIST} ADD CONSTRAINT waitlist_entries_position_unique "
-                            "UNIQUE USING INDEX waitlist_entries_position_unique "
-                            "DEFERRABLE INITIALLY DEFERRED")
+            "(activity_id, position);",
+            "activity",
+            "waitlist_entries_position_unique",
+        )
+        await steps.execute(
+            "waitlist position constraint",
+            f"ALTER TABLE {WAITLIST} ADD CONSTRAINT waitlist_entries_position_unique "
+            "UNIQUE USING INDEX waitlist_entries_position_unique "
+            "DEFERRABLE INITIALLY DEFERRED",
+        )
     if not await _constraint_exists(steps, "waitlist_entries_position_positive"):
-        await steps.execute("waitlist position check",
-                            f"ALTER TABLE {WAITLIST} ADD CONSTRAINT waitlist_entries_position_positive "
-                            "CHECK (position >= 1) NOT VALID")
-        await steps.execute("waitlist position check",
-                            f"ALTER TABLE {WAITLIST} VALIDATE CONSTRAINT waitlist_entries_position_positive")
+        await steps.execute(
+            "waitlist position check",
+            f"ALTER TABLE {WAITLIST} ADD CONSTRAINT waitlist_entries_position_positive "
+            "CHECK (position >= 1) NOT VALID",
+        )
+        await steps.execute(
+            "waitlist position check",
+            f"ALTER TABLE {WAITLIST} VALIDATE CONSTRAINT waitlist_entries_position_positive",
+        )
     await _order_index(steps)
 
 
@@ -147,8 +174,10 @@ async def before_queue_order(steps: Steps, report: Report) -> None:
     if not await steps.exists(WAITLIST):
         return
     await fill_waitlist_ids(steps, report)
-    await steps.execute("adding queued_seq", f"ALTER TABLE {WAITLIST} "
-                                             "ADD COLUMN IF NOT EXISTS queued_seq bigint NOT NULL DEFAULT 0")
+    await steps.execute(
+        "adding queued_seq",
+        f"ALTER TABLE {WAITLIST} ADD COLUMN IF NOT EXISTS queued_seq bigint NOT NULL DEFAULT 0",
+    )
     await _order_index(steps)
 
 

@@ -58,8 +58,9 @@ class Report:
             lines.append("found and left as they are:")
             lines += [k.line() for k in self.left_as_is]
         if self.dry_run:
-            lines.append(f"dry run ({self.seconds:.1f} s): everything above was rolled back, "
-                         "nothing was changed")
+            lines.append(
+                f"dry run ({self.seconds:.1f} s): everything above was rolled back, nothing was changed"
+            )
         else:
             lines.append(f"done in {self.seconds:.1f} s")
         return "\n".join(lines)

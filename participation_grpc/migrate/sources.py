@@ -23,14 +23,16 @@ def _read(folder: Traversable) -> list[tuple[str, str]]:
 @dataclass(frozen=True)
 class Source:
     migrations: list[tuple[str, str]]  # (file name, text) in the order they apply
-    procedures: str                    # every procedure file, one text, replaced as a whole
+    procedures: str  # every procedure file, one text, replaced as a whole
     repairs: list[tuple[str, str]]
 
     @classmethod
     def read(cls, root: Traversable = PACKAGED) -> Source:
-        return cls(_read(root / "migrations"),
-                   "\n".join(text for _, text in _read(root / "procedures")),
-                   _read(root / "repairs"))
+        return cls(
+            _read(root / "migrations"),
+            "\n".join(text for _, text in _read(root / "procedures")),
+            _read(root / "repairs"),
+        )
 
     @property
     def procedures_checksum(self) -> str:

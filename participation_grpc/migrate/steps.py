@@ -38,15 +38,18 @@ WORK_MEM = "64MB"
 # whom it waits for; it may wait up to `patience` (10 minutes), and silence looks like a hang.
 WAIT_REPORT_SECONDS = 10.0
 _RETRY_SQLSTATES = frozenset({"55P03", "40P01"})  # lock_not_available, deadlock_detected
-_INDEX = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+ON\s+(\w+)\.(\w+)(.*?);",
-                    re.IGNORECASE | re.DOTALL)
+_INDEX = re.compile(
+    r"CREATE\s+(UNIQUE\s+)?INDEX\s+IF\s+NOT\s+EXISTS\s+(\w+)\s+ON\s+(\w+)\.(\w+)(.*?);",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 class Steps:
     """Runs migrate's work on one connection (which holds migrate's advisory lock)."""
 
-    def __init__(self, conn: asyncpg.Connection, *, dry_run: bool, patience: float,
-                 dsn: str | None = None) -> None:
+    def __init__(
+        self, conn: asyncpg.Connection, *, dry_run: bool, patience: float, dsn: str | None = None
+    ) -> None:
         self.conn = conn
         self.dry_run = dry_run
         self.patience = patience
@@ -62,8 +65,9 @@ class Steps:
             began = time.monotonic()
             try:
                 async with self.conn.transaction():
-                    await self.conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'; "
-                                            f"SET LOCAL work_mem = '{WORK_MEM}'")
+                    await self.conn.execute(
+                        f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'; SET LOCAL work_mem = '{WORK_MEM}'"
+                    )
                     result = await work(self.conn)
                 log.debug("%s: its transaction took %.3f s", what, time.monotonic() - began)
                 return result
@@ -73,7 +77,8 @@ class Steps:
                 if time.monotonic() > deadline:
                     raise MigrationError(
                         f"{what}: could not take its locks within {self.patience:.0f} s, rolled "
-                        f"back; {await self._lock_holders()}") from exc
+                        f"back; {await self._lock_holders()}"
+                    ) from exc
                 log.info("%s: a lock was busy (%s), trying again", what, exc.sqlstate)
                 await asyncio.sleep(pause * (0.5 + random.random()))
                 pause = min(pause * 2, 2.0)
@@ -81,11 +86,13 @@ class Steps:
     async def execute(self, what: str, sql: str, *args: object) -> str:
         async def work(conn: asyncpg.Connection) -> str:
             return await conn.execute(sql, *args)
+
         return await self.transaction(what, work)
 
     async def fetch(self, what: str, sql: str, *args: object) -> list[asyncpg.Record]:
         async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
             return await conn.fetch(sql, *args)
+
         return await self.transaction(what, work)
 
     async def batches(self, what: str, sql: str) -> list[asyncpg.Record]:
@@ -107,12 +114,17 @@ class Steps:
             await self.execute(f"index {name}", create)
             return
         valid = await self.conn.fetchval(
-            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
-            f"{schema}.{name}")
+            "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)", f"{schema}.{name}"
+        )
         if valid:
             return
-        concurrent = re.sub(r"INDEX\s+IF\s+NOT\s+EXISTS", "INDEX CONCURRENTLY IF NOT EXISTS", create,
-                            count=1, flags=re.IGNORECASE)
+        concurrent = re.sub(
+            r"INDEX\s+IF\s+NOT\s+EXISTS",
+            "INDEX CONCURRENTLY IF NOT EXISTS",
+            create,
+            count=1,
+            flags=re.IGNORECASE,
+        )
         log.info("building index %s.%s concurrently", schema, name)
         # A concurrent build (or drop) waits for every transaction that holds an older snapshot
         # or a lock on the table, however long it stays open. It blocks nobody meanwhile, so it
@@ -120,14 +132,17 @@ class Steps:
         await self.conn.execute(f"SET lock_timeout = '{int(self.patience * 1000)}ms'")
         try:
             if valid is not None:  # an invalid leftover of an interrupted build
-                await self._reporting_waits(f"index {name}",
-                                            f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}")
+                await self._reporting_waits(
+                    f"index {name}", f"DROP INDEX CONCURRENTLY IF EXISTS {schema}.{name}"
+                )
             await self._reporting_waits(f"index {name}", concurrent)
         except asyncpg.PostgresError as exc:
             if exc.sqlstate in _RETRY_SQLSTATES:
-                raise MigrationError(f"index {name}: could not be built within {self.patience:.0f} s "
-                                     "(it waits for older transactions to end); "
-                                     f"{await self._lock_holders()}") from exc
+                raise MigrationError(
+                    f"index {name}: could not be built within {self.patience:.0f} s "
+                    "(it waits for older transactions to end); "
+                    f"{await self._lock_holders()}"
+                ) from exc
             raise MigrationError(f"index {name} could not be built: {_one_line(exc)}") from exc
         finally:
             await self.conn.execute("RESET lock_timeout")
@@ -183,8 +198,13 @@ class Steps:
             while not (await asyncio.wait({running}, timeout=WAIT_REPORT_SECONDS))[0]:
                 holders = await self._holders_aside()
                 if holders:
-                    log.info("%s: waiting %.0f s so far for older transactions to end (for up to "
-                             "%.0f s); %s", what, time.monotonic() - started, self.patience, holders)
+                    log.info(
+                        "%s: waiting %.0f s so far for older transactions to end (for up to %.0f s); %s",
+                        what,
+                        time.monotonic() - started,
+                        self.patience,
+                        holders,
+                    )
         except BaseException:
             running.cancel()  # migrate itself was cancelled: the statement is cancelled too
             raise
@@ -194,8 +214,9 @@ class Steps:
         if self.dsn is None:
             return None
         try:
-            side = await asyncpg.connect(self.dsn, server_settings={
-                "application_name": "participation-grpc migrate (watching a wait)"})
+            side = await asyncpg.connect(
+                self.dsn, server_settings={"application_name": "participation-grpc migrate (watching a wait)"}
+            )
             try:
                 return await self._lock_holders(side, also_not=self.conn.get_server_pid())
             finally:
@@ -203,20 +224,23 @@ class Steps:
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return None  # only a progress line: the statement goes on regardless
 
-    async def _lock_holders(self, conn: asyncpg.Connection | None = None,
-                            also_not: int | None = None) -> str:
+    async def _lock_holders(self, conn: asyncpg.Connection | None = None, also_not: int | None = None) -> str:
         rows = await (conn or self.conn).fetch(
             """SELECT a.pid, a.application_name, a.state, left(a.query, 80) AS query,
                       round(extract(epoch FROM now() - a.xact_start)) AS seconds
                FROM pg_stat_activity a
                WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
                  AND a.pid IS DISTINCT FROM $1 AND a.xact_start IS NOT NULL
-               ORDER BY a.xact_start LIMIT 3""", also_not)
+               ORDER BY a.xact_start LIMIT 3""",
+            also_not,
+        )
         if not rows:
             return "no other transaction is open now"
         return "oldest open transactions: " + "; ".join(
             f"pid {r['pid']} ({r['application_name'] or 'no name'}, {r['state']}, open "
-            f"{r['seconds']} s: {' '.join(r['query'].split())})" for r in rows)
+            f"{r['seconds']} s: {' '.join(r['query'].split())})"
+            for r in rows
+        )
 
 
 def _one_line(exc: asyncpg.PostgresError) -> str:
