@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,5 @@ def _certificates(variable: str, path: str, pem: bytes) -> list[x509.Certificate
         raise ValueError(f"{variable} {path} holds no PEM certificate") from None
 
 
-def _public(key: object) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER,  # type: ignore[attr-defined, no-any-return]
-        serialization.PublicFormat.SubjectPublicKeyInfo,
-    )
+def _public(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
