@@ -33,10 +33,9 @@ class ServerProcess:
         raise AssertionError("no VmRSS")
 
 
-@asynccontextmanager
-async def server_process(database_url: str, **environ: str) -> AsyncIterator[ServerProcess]:
-    """Started, and SERVING, before the block; killed after it if it is still running."""
-    port = free_port()
+def serve_environ(database_url: str, port: int, **environ: str) -> dict[str, str]:
+    """What a test's `serve` process runs with: this process's environment, the database, a
+    loopback port, rate limits off and no Redis (unless `environ` says otherwise)."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -46,7 +45,16 @@ async def server_process(database_url: str, **environ: str) -> AsyncIterator[Ser
         "LOG_LEVEL": "WARNING",
         **environ,
     }
-    env.pop("REDIS_URL", None)
+    if "REDIS_URL" not in environ:
+        env.pop("REDIS_URL", None)
+    return env
+
+
+@asynccontextmanager
+async def server_process(database_url: str, **environ: str) -> AsyncIterator[ServerProcess]:
+    """Started, and SERVING, before the block; killed after it if it is still running."""
+    port = free_port()
+    env = serve_environ(database_url, port, **environ)
     process = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), "serve", env=env)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -22,6 +22,7 @@ from participation_grpc.settings import RateLimits
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service, serving, test_settings
 from tests.seed import Seed
+from tests.wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_DEPENDENCIES = {"grpcio", "protobuf", "googleapis-common-protos"}
@@ -74,24 +75,7 @@ print(json.dumps(out))
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("client-wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return next(out.glob("participation_grpc-*.whl"))
+    return build_wheel(tmp_path_factory.mktemp("client-wheel"))
 
 
 def _requirements(wheel: Path) -> list[str]:

@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from tests.postgres import scratch_database
+from tests.wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL_FILES = sorted(str(p.relative_to(ROOT / "sql")) for p in (ROOT / "sql").rglob("*.sql"))
@@ -36,24 +37,7 @@ def test_editable_install_reads_the_checkouts_sql_folder() -> None:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    yield next(out.glob("participation_grpc-*.whl"))
+    yield build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 def test_wheel_carries_every_sql_file_under_the_package(wheel: Path) -> None:

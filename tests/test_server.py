@@ -21,6 +21,7 @@ from participation_grpc.v1 import participation_pb2_grpc as pb_grpc
 from tests.conftest import Service, detail, expect_error, serving, test_settings
 from tests.network import free_port
 from tests.seed import Seed
+from tests.server_process import serve_environ
 
 BIN = Path(sys.executable).parent
 SERVICE = "participation.v1.ParticipationService"
@@ -188,17 +189,7 @@ async def test_sigterm_drains_in_flight_calls_then_exits_zero(database_url: str)
     organizer, user, late = await seed.user(), await seed.user(), await seed.user()
     activity = await seed.activity(organizer)
     port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "GRPC_PORT": str(port),
-        "GRPC_HOST": "127.0.0.1",
-        "RATE_LIMIT_ENABLED": "false",
-        "LOG_LEVEL": "WARNING",
-        "SHUTDOWN_GRACE_SECONDS": "30",
-        "DB_LOCK_TIMEOUT_MS": "30000",
-    }
-    env.pop("REDIS_URL", None)
+    env = serve_environ(database_url, port, SHUTDOWN_GRACE_SECONDS="30", DB_LOCK_TIMEOUT_MS="30000")
     proc = await asyncio.create_subprocess_exec(str(BIN / "participation-grpc"), "serve", env=env)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     health = health_pb2_grpc.HealthStub(channel)
