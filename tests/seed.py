@@ -199,3 +199,15 @@ class Seed:
         )
         assert row is not None, f"no activity {activity_id}"
         return dict(row)
+
+
+async def user_and_activity(database_url: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """A user and somebody else's activity for them to join, written on a connection of its own:
+    for tests whose server runs elsewhere (another process, another venv) without a Seed."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        seed = Seed(conn)
+        organizer, user = await seed.user(), await seed.user()
+        return user, await seed.activity(organizer)
+    finally:
+        await conn.close()

@@ -29,6 +29,7 @@ from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc
 from tests.conftest import Service, expect_error, serving, test_settings
 from tests.network import free_port
+from tests.seed import user_and_activity
 
 Code = grpc.StatusCode
 BIN = Path(sys.executable).parent
@@ -194,17 +195,7 @@ async def serving_without_database(url: str) -> AsyncIterator[tuple[Stub, Settin
 
 async def test_serve_writes_json_access_lines_and_serves_metrics(database_url: str) -> None:
     """The README's path: LOG_FORMAT=json, a call with x-request-id, the line, /metrics."""
-    import asyncpg
-
-    from tests.seed import Seed
-
-    conn = await asyncpg.connect(database_url)
-    try:
-        seed = Seed(conn)
-        organizer, user = await seed.user(), await seed.user()
-        activity = await seed.activity(organizer)
-    finally:
-        await conn.close()
+    user, activity = await user_and_activity(database_url)
     grpc_port, metrics_port = free_port(), free_port()
     env = {
         **os.environ,

@@ -12,7 +12,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 
@@ -21,7 +20,7 @@ from participation_grpc.auth import mint_token
 from participation_grpc.settings import RateLimits
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service, serving, test_settings
-from tests.seed import Seed
+from tests.seed import user_and_activity
 from tests.wheel import build_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,13 +166,7 @@ def test_the_command_without_the_server_extra_says_what_to_install(
 async def test_floor_install_calls_the_server_and_reads_the_error_details(
     client_venv: Path, database_url: str
 ) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        seed = Seed(conn)
-        organizer, user = await seed.user(), await seed.user()
-        activity = await seed.activity(organizer)
-    finally:
-        await conn.close()
+    user, activity = await user_and_activity(database_url)
     # A write budget of 2: the invalid call and the join count, the leave is refused.
     settings = test_settings(database_url, rate_limit_enabled=True, rate_limits=RateLimits(write=2))
     async with serving(settings) as service:

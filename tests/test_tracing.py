@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -23,7 +22,7 @@ from participation_grpc.settings import Settings
 from participation_grpc.v1 import participation_pb2 as pb
 from participation_grpc.v1 import participation_pb2_grpc as pb_grpc
 from tests.network import free_port
-from tests.seed import Seed
+from tests.seed import user_and_activity
 
 BIN = Path(sys.executable).parent
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -111,13 +110,7 @@ async def test_serve_continues_the_callers_traceparent_with_spans_for_the_call_a
     )
     otlp_port = collector.add_insecure_port("127.0.0.1:0")
     await collector.start()
-    conn = await asyncpg.connect(database_url)
-    try:
-        seed = Seed(conn)
-        organizer, user = await seed.user(), await seed.user()
-        activity = await seed.activity(organizer)
-    finally:
-        await conn.close()
+    user, activity = await user_and_activity(database_url)
     port = free_port()
     env = {
         **os.environ,
