@@ -31,7 +31,8 @@ async def _run(*args: str) -> tuple[int, str, str]:
 async def test_buf_curl_finds_the_methods_through_either_reflection_protocol(
     service: Service, protocol: str
 ) -> None:
-    code, out, err = await _run(
+    # The same buf curl for both calls: plain gRPC over HTTP/2, reflection by `protocol`.
+    buf_curl = [
         str(BIN / "buf"),
         "curl",
         "--protocol",
@@ -39,18 +40,15 @@ async def test_buf_curl_finds_the_methods_through_either_reflection_protocol(
         "--http2-prior-knowledge",
         "--reflect-protocol",
         protocol,
+    ]
+    code, out, err = await _run(
+        *buf_curl,
         f"http://{service.address}/grpc.health.v1.Health/List",
     )
     assert code == 0, err
     assert set(json.loads(out)["statuses"]) == {"", SERVICE_NAME}
     code, out, err = await _run(
-        str(BIN / "buf"),
-        "curl",
-        "--protocol",
-        "grpc",
-        "--http2-prior-knowledge",
-        "--reflect-protocol",
-        protocol,
+        *buf_curl,
         "--list-methods",
         f"http://{service.address}",
     )
