@@ -29,6 +29,7 @@ class Events:
                 settings.events_stream,
                 election_seconds=settings.relay_election_seconds,
                 poll_seconds=settings.events_poll_seconds,
+                redis_timeout_seconds=settings.redis_timeout_seconds,
             )
 
     def start(self) -> None:

@@ -46,7 +46,8 @@ class Settings:
     database_url: str | None = None
     redis_url: str | None = None
     # Not from the environment: how long a Redis call may take before the in-process limiter
-    # decides instead, and how long to wait before asking an unreachable Redis again.
+    # decides instead (and before the relay counts Redis as down), and how long to wait before
+    # asking an unreachable Redis again.
     # The timeout is for a Redis that is gone, not one that is slow to be heard: at 0.25 s a
     # loaded machine (a process starved of CPU, a long GC pause) stalled the event loop past it
     # with Redis healthy, and each replica then counted alone for redis_retry_seconds, letting
