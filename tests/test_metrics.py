@@ -11,7 +11,7 @@ import signal
 import sys
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from participation_grpc.health import SERVICE_NAME
 from participation_grpc.settings import ConfigError, RateLimits
 from participation_grpc.v1 import participation_pb2 as pb
-from tests.conftest import Service, expect_error, serving, test_settings
+from tests.conftest import expect_error, serving, test_settings
 from tests.network import free_port
+from tests.participation import join
 from tests.test_pipeline import FOREVER, open_stream, streaming_service
 
 Code = grpc.StatusCode
@@ -55,10 +56,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def grpc_labels(method: str, kind: str = "unary", service: str = SERVICE_NAME) -> dict[str, str]:
     return {"grpc_type": kind, "grpc_service": service, "grpc_method": method}
-
-
-def join(service: Service, user: uuid.UUID, activity: uuid.UUID) -> Awaitable[pb.JoinActivityResponse]:
-    return service.call("JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity)))
 
 
 async def test_every_call_is_counted_with_go_grpc_prometheus_names_and_labels(database_url: str) -> None:

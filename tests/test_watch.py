@@ -13,17 +13,11 @@ from participation_grpc.retention import Retention
 from participation_grpc.settings import RateLimits
 from participation_grpc.v1 import participation_pb2 as pb
 from tests.conftest import Service, error_info, serving, test_settings
+from tests.participation import join
 from tests.watching import ended, replay, take, watch
 
 Code = grpc.StatusCode
 JOINED, WAITLISTED = pb.PARTICIPATION_EVENT_TYPE_JOINED, pb.PARTICIPATION_EVENT_TYPE_WAITLISTED
-
-
-async def join(service: Service, user: uuid.UUID, activity: uuid.UUID) -> pb.JoinActivityResponse:
-    reply: pb.JoinActivityResponse = await service.call(
-        "JoinActivity", user, pb.JoinActivityRequest(activity_id=str(activity))
-    )
-    return reply
 
 
 async def joiners(service: Service, activity: uuid.UUID, count: int) -> list[uuid.UUID]:
